@@ -332,7 +332,7 @@ def train(args: argparse.Namespace) -> Path:
             seen += len(y)
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", lr=f"{lr:.2e}")
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", lr=f"{lr:.2e}", refresh=False)
         bar.close()
         if lookahead and state["step"] == total_steps:
             lookahead.update(model, 1.0)  # the last step: take the averaged weights

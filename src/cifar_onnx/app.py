@@ -1,0 +1,84 @@
+"""The app factory: `create_app(settings)` wires settings, the model store and the routes."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from anyio import CapacityLimiter
+from litestar import Litestar
+from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.logging import LoggingConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins.prometheus import PrometheusConfig
+from litestar.static_files import create_static_files_router
+from litestar.template import TemplateConfig
+
+from cifar_onnx import __version__
+from cifar_onnx.api import PredictionController
+from cifar_onnx.errors import json_error_handler
+from cifar_onnx.health import HealthController, MetricsController
+from cifar_onnx.registry import ModelStore
+from cifar_onnx.settings import Settings
+from cifar_onnx.web import PageController
+
+
+def create_app(settings: Settings | None = None, wait_for_models: bool = False) -> Litestar:
+    """Build the app. Models load in a background thread at start-up (so /health/live answers
+    at once and /health/ready turns 200 when they are warm); `wait_for_models` blocks start-up
+    until then instead, which tests and the CLI prefer."""
+    settings = settings or Settings.from_env()
+    store = ModelStore(settings.model_dir, settings.intra_op_threads, settings.default_model)
+
+    def start(app: Litestar) -> None:
+        app.state.limiter = CapacityLimiter(settings.inference_workers)
+        if wait_for_models:
+            store.load()
+        else:
+            store.load_in_background()
+
+    def provide_limiter(state: State) -> CapacityLimiter:
+        return state.limiter
+
+    static = Path(settings.web_dir) / "static"
+    swagger = SwaggerRenderPlugin(
+        js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
+        css_url="/static/vendor/swagger-ui/swagger-ui.css",
+        standalone_preset_js_url="/static/vendor/swagger-ui/swagger-ui-standalone-preset.js",
+        path="/",
+    )
+    return Litestar(
+        route_handlers=[
+            PredictionController,
+            HealthController,
+            MetricsController,
+            PageController,
+            create_static_files_router(path="/static", directories=[static], include_in_schema=False),
+        ],
+        dependencies={
+            "store": Provide(lambda: store, sync_to_thread=False),
+            "settings": Provide(lambda: settings, sync_to_thread=False),
+            "limiter": Provide(provide_limiter, sync_to_thread=False),
+        },
+        state=State({"store": store, "settings": settings}),
+        on_startup=[start],
+        exception_handlers={Exception: json_error_handler},
+        request_max_body_size=settings.max_request_bytes,
+        multipart_form_part_limit=settings.max_batch_files + 16,
+        template_config=TemplateConfig(directory=Path(settings.web_dir) / "templates", engine=JinjaTemplateEngine),
+        openapi_config=OpenAPIConfig(
+            title="cifar-onnx",
+            version=__version__,
+            description="Classify an image into the ten CIFAR-10 classes with an int8 ONNX model.",
+            path="/schema",
+            render_plugins=[swagger],
+        ),
+        middleware=[PrometheusConfig(app_name="cifar_onnx", prefix="cifar_onnx", group_path=True).middleware],
+        logging_config=LoggingConfig(log_exceptions="debug", loggers={"cifar_onnx": {"level": settings.log_level.upper()}}),
+    )
+
+
+logging.getLogger("cifar_onnx").addHandler(logging.NullHandler())

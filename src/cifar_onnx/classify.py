@@ -1,0 +1,74 @@
+"""Bytes in, predictions out: the one code path behind the JSON API, the page and the CLI."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from prometheus_client import Histogram
+
+from cifar_onnx.preprocess import ImageError, decode_image
+from cifar_onnx.registry import ServedModel
+
+INFERENCE_SECONDS = Histogram(
+    "cifar_onnx_inference_seconds",
+    "Time of one ONNX Runtime call (decode excluded), by model and batch size bucket.",
+    ["model", "batch"],
+    buckets=(0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0),
+)
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    label: str
+    index: int
+    probability: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    index: int
+    confidence: float
+    top_k: list[ClassScore]
+    model: str
+    inference_ms: float
+
+
+def _batch_bucket(n: int) -> str:
+    return "1" if n == 1 else "2-8" if n <= 8 else "9-64" if n <= 64 else ">64"
+
+
+def predict_arrays(model: ServedModel, images: np.ndarray, top_k: int) -> list[Prediction]:
+    """Classify (N, S, S, 3) uint8 images in one ORT call; top_k classes per image."""
+    start = time.perf_counter()
+    probs = model.predict(images)
+    seconds = time.perf_counter() - start
+    INFERENCE_SECONDS.labels(model.name, _batch_bucket(len(images))).observe(seconds)
+    k = max(1, min(top_k, len(model.classes)))
+    results = []
+    for row in probs:
+        order = np.argsort(-row, kind="stable")[:k]
+        scores = [ClassScore(model.classes[i], int(i), round(float(row[i]), 6)) for i in order]
+        best = scores[0]
+        results.append(Prediction(best.label, best.index, best.probability, scores, model.name, round(seconds * 1000, 3)))
+    return results
+
+
+def decode_batch(files: Sequence[tuple[str | None, bytes]], size: int, max_pixels: int) -> np.ndarray:
+    """Decode (filename, bytes) pairs to (N, size, size, 3); an ImageError names its file."""
+    arrays = []
+    for name, data in files:
+        try:
+            arrays.append(decode_image(data, size, max_pixels))
+        except ImageError as exc:
+            if name:
+                raise type(exc)(f"{name}: {exc}") from None
+            raise
+    return np.stack(arrays)
+
+
+def classify_bytes(files: Sequence[tuple[str | None, bytes]], model: ServedModel, top_k: int, max_pixels: int) -> list[Prediction]:
+    return predict_arrays(model, decode_batch(files, model.image_size, max_pixels), top_k)

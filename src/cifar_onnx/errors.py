@@ -1,0 +1,100 @@
+"""Every refusal as one shape: a status, a stable machine-readable code and a sentence for people.
+
+API routes answer JSON (`ErrorBody`); page routes answer the page's error fragment instead.
+Nothing leaks a stack trace; an unexpected failure is logged and answered 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import ResponseSpec
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from cifar_onnx.preprocess import CorruptImageError, ImageError, TooManyPixelsError, UnsupportedImageError
+from cifar_onnx.registry import UnknownModelError
+
+log = logging.getLogger("cifar_onnx")
+
+
+@dataclass(frozen=True)
+class ErrorBody:
+    status: int
+    error: str  # stable code: bad_request, no_file, too_many_files, payload_too_large, ...
+    message: str  # a sentence that says what was wrong and what to send instead
+
+
+class ServiceError(Exception):
+    """A refusal raised by our own handlers."""
+
+    def __init__(self, status: int, error: str, message: str):
+        super().__init__(message)
+        self.status, self.error, self.message = status, error, message
+
+
+class NotReadyError(ServiceError):
+    def __init__(self, detail: str | None):
+        super().__init__(503, "not_ready", f"The model is not loaded yet{': ' + detail if detail else ''}. Try again shortly.")
+
+
+_IMAGE_CODES = {
+    UnsupportedImageError: "unsupported_media_type",
+    TooManyPixelsError: "too_many_pixels",
+    CorruptImageError: "corrupt_image",
+}
+
+# The error responses each route documents in the OpenAPI schema.
+def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    meaning = {
+        400: "No file, wrong form field, too many files, or a bad parameter value.",
+        413: "An uploaded file (or the whole request) is over the size limit.",
+        415: "The bytes are not an image format the service decodes (sniffed, not the content type).",
+        422: "A corrupt or truncated image, or one with too many pixels.",
+        503: "The model is still loading.",
+    }
+    return {s: ResponseSpec(data_container=ErrorBody, description=meaning[s]) for s in statuses}
+
+
+def to_error(exc: Exception, request: Request) -> ErrorBody:
+    """Map any exception to the body we answer with."""
+    if isinstance(exc, ServiceError):
+        return ErrorBody(exc.status, exc.error, exc.message)
+    if isinstance(exc, ImageError):
+        return ErrorBody(exc.status_code, _IMAGE_CODES.get(type(exc), "bad_image"), str(exc))
+    if isinstance(exc, UnknownModelError):
+        return ErrorBody(400, "unknown_model", str(exc.args[0]))
+    if isinstance(exc, ValidationException):
+        return ErrorBody(400, "bad_request", _explain_validation(exc, request))
+    if isinstance(exc, HTTPException):
+        if exc.status_code == 413:
+            limit = request.route_handler.resolve_request_max_body_size() if "route_handler" in request.scope else None
+            where = f" of {limit:,} bytes" if limit else ""
+            return ErrorBody(413, "payload_too_large", f"The request is larger than the limit{where}.")
+        return ErrorBody(exc.status_code, _code_for(exc.status_code), str(exc.detail))
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return ErrorBody(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "An internal error occurred; it has been logged.")
+
+
+def _code_for(status: int) -> str:
+    return {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+
+
+def _explain_validation(exc: ValidationException, request: Request) -> str:
+    """Litestar's validation messages name fields; on the upload routes, say what to send."""
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    in_body = not extra or any(isinstance(i, dict) and i.get("source") == "body" for i in extra)
+    if in_body and request.url.path.endswith("/predict/batch"):
+        return "Send the images as multipart/form-data, one or more file fields named 'files'."
+    if in_body and request.url.path.endswith("/predict"):
+        return "Send the image as multipart/form-data, in a file field named 'file'."
+    details = "; ".join(f"{item.get('key')}: {item.get('message')}" for item in extra if isinstance(item, dict))
+    return f"{exc.detail}{': ' + details if details else ''}"
+
+
+def json_error_handler(request: Request, exc: Exception) -> Response[ErrorBody]:
+    body = to_error(exc, request)
+    headers = {"Retry-After": "1"} if body.status == 503 else None
+    return Response(body, status_code=body.status, media_type=MediaType.JSON, headers=headers)

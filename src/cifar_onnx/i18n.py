@@ -1,0 +1,89 @@
+"""The page's words in English and Ukrainian (the course's language)."""
+
+from __future__ import annotations
+
+LANGUAGES = {"en": "English", "uk": "Українська"}
+DEFAULT_LANGUAGE = "en"
+
+TEXT: dict[str, dict[str, str]] = {
+    "en": {
+        "title": "CIFAR-10 classifier",
+        "lead": "Upload a photo: the model says which of the ten CIFAR-10 classes it shows.",
+        "choose": "Choose an image",
+        "drop": "or drop it here, or paste it (Ctrl+V)",
+        "model": "Model",
+        "classify": "Classify",
+        "preview": "Preview of the chosen image",
+        "result": "Result",
+        "it_is": "It looks like",
+        "confidence": "confidence",
+        "top5": "Top five classes",
+        "inference": "inference",
+        "error": "Could not classify this file",
+        "classes_note": "Classes: airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck.",
+        "api": "JSON API and its OpenAPI schema",
+        "language": "Language",
+        "busy": "Classifying…",
+        "accuracy": "test accuracy",
+        "err_no_file": "Choose an image file first.",
+        "err_unsupported_media_type": "This is not an image format we read. Use JPEG, PNG, GIF, WebP, BMP or TIFF.",
+        "err_corrupt_image": "The image is corrupt or cut short and cannot be read.",
+        "err_too_many_pixels": "The image has too many pixels.",
+        "err_payload_too_large": "The file is too large.",
+        "err_unknown_model": "There is no such model.",
+        "err_not_ready": "The model is still loading; try again in a moment.",
+        "err_other": "Something went wrong.",
+    },
+    "uk": {
+        "title": "Класифікатор CIFAR-10",
+        "lead": "Завантажте фото: модель скаже, який із десяти класів CIFAR-10 на ньому.",
+        "choose": "Оберіть зображення",
+        "drop": "або перетягніть його сюди, або вставте (Ctrl+V)",
+        "model": "Модель",
+        "classify": "Класифікувати",
+        "preview": "Попередній перегляд обраного зображення",
+        "result": "Результат",
+        "it_is": "Схоже, це",
+        "confidence": "впевненість",
+        "top5": "П'ять найімовірніших класів",
+        "inference": "інференс",
+        "error": "Не вдалося класифікувати цей файл",
+        "classes_note": "Класи: літак, автомобіль, птах, кіт, олень, собака, жаба, кінь, корабель, вантажівка.",
+        "api": "JSON API та його схема OpenAPI",
+        "language": "Мова",
+        "busy": "Класифікую…",
+        "accuracy": "точність на тесті",
+        "err_no_file": "Спершу оберіть файл зображення.",
+        "err_unsupported_media_type": "Це не той формат зображення, який ми читаємо. Використайте JPEG, PNG, GIF, WebP, BMP або TIFF.",
+        "err_corrupt_image": "Зображення пошкоджене або обрізане, його неможливо прочитати.",
+        "err_too_many_pixels": "Зображення має забагато пікселів.",
+        "err_payload_too_large": "Файл завеликий.",
+        "err_unknown_model": "Такої моделі немає.",
+        "err_not_ready": "Модель ще завантажується; спробуйте за мить.",
+        "err_other": "Щось пішло не так.",
+    },
+}
+
+CLASS_NAMES: dict[str, dict[str, str]] = {
+    "uk": {
+        "airplane": "літак", "automobile": "автомобіль", "bird": "птах", "cat": "кіт",
+        "deer": "олень", "dog": "собака", "frog": "жаба", "horse": "кінь",
+        "ship": "корабель", "truck": "вантажівка",
+    },
+}  # fmt: skip
+
+
+def pick_language(query: str | None, cookie: str | None, accept: str | None) -> str:
+    """An explicit ?lang= wins, then the cookie it set, then the browser's Accept-Language."""
+    for candidate in (query, cookie):
+        if candidate in LANGUAGES:
+            return candidate
+    for part in (accept or "").split(","):
+        code = part.split(";")[0].strip().lower()[:2]
+        if code in LANGUAGES:
+            return code
+    return DEFAULT_LANGUAGE
+
+
+def class_name(label: str, lang: str) -> str:
+    return CLASS_NAMES.get(lang, {}).get(label, label)

@@ -1,0 +1,92 @@
+"""The page: GET / shows the form; POST /classify answers a fragment to HTMX, a whole page otherwise.
+
+Without JavaScript the form is an ordinary multipart POST and the result comes back as a full
+page; with HTMX only the result section is swapped in. Errors are shown in the page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from anyio import CapacityLimiter
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import Cookie, UploadFile
+from litestar.params import Body
+from litestar.response import Template
+
+from cifar_onnx.api import MULTIPART, read_upload, run_classify, served
+from cifar_onnx.classify import Prediction
+from cifar_onnx.errors import ErrorBody, ServiceError, to_error
+from cifar_onnx.i18n import LANGUAGES, TEXT, class_name, pick_language
+from cifar_onnx.registry import ModelStore
+from cifar_onnx.settings import Settings
+
+
+@dataclass
+class ClassifyForm:
+    file: UploadFile | None = None
+    model: str | None = None
+    lang: str | None = None
+
+
+def page_context(request: Request, store: ModelStore, lang: str, **extra: Any) -> dict[str, Any]:
+    models = []
+    if store.ready:
+        for m in store.models.values():
+            accuracy = m.metadata.get("accuracy", {}).get("test_int8")
+            models.append({"name": m.name, "title": m.metadata.get("title", m.name), "accuracy": accuracy,
+                           "default": m.name == store.default_name})  # fmt: skip
+    return {"lang": lang, "t": TEXT[lang], "languages": LANGUAGES, "models": models,
+            "class_name": lambda label: class_name(label, lang), "result": None, "error": None, **extra}  # fmt: skip
+
+
+def render(request: Request, context: dict[str, Any], status: int = 200) -> Template:
+    """The fragment for HTMX, the whole page for a plain form post; the language is remembered."""
+    name = "_result.html" if request.headers.get("hx-request") == "true" else "index.html"
+    cookie = Cookie(key="lang", value=context["lang"], max_age=365 * 24 * 3600, samesite="lax")
+    return Template(template_name=name, context=context, status_code=status, cookies=[cookie])
+
+
+def language(request: Request, form_lang: str | None = None) -> str:
+    return pick_language(form_lang or request.query_params.get("lang"), request.cookies.get("lang"),
+                         request.headers.get("accept-language"))  # fmt: skip
+
+
+def page_error(request: Request, exc: Exception) -> Response:
+    """Errors on page routes (including those raised before the handler, such as 413): shown
+    in the page, in the page's language, with the real status."""
+    store: ModelStore = request.app.state.store
+    body = to_error(exc, request)
+    lang = language(request)
+    return render(request, page_context(request, store, lang, error=_error_view(body, lang)), body.status)
+
+
+def _error_view(body: ErrorBody, lang: str) -> dict[str, str]:
+    text = TEXT[lang]
+    friendly = text.get(f"err_{body.error}", text["err_other"])
+    return {"summary": friendly, "detail": body.message if lang == "en" else "", "code": body.error}
+
+
+class PageController(Controller):
+    include_in_schema = False
+    exception_handlers = {Exception: page_error}
+
+    @get("/")
+    async def index(self, request: Request, store: ModelStore) -> Template:
+        return render(request, page_context(request, store, language(request)))
+
+    @post("/classify", status_code=200)
+    async def classify(self, request: Request, data: Annotated[ClassifyForm, Body(media_type=MULTIPART)],
+                       store: ModelStore, settings: Settings, limiter: CapacityLimiter) -> Template:  # fmt: skip
+        lang = language(request, data.lang)
+        try:
+            chosen = served(store, data.model or None)
+            payload = await read_upload(data.file, settings) if data.file is not None else b""
+            if not payload:
+                raise ServiceError(400, "no_file", "Choose an image file first.")
+            result: Prediction = (await run_classify(limiter, [(None, payload)], chosen, 5, settings))[0]
+        except Exception as exc:
+            body = to_error(exc, request)
+            return render(request, page_context(request, store, lang, error=_error_view(body, lang)), body.status)
+        return render(request, page_context(request, store, lang, result=result, selected=chosen.name))
