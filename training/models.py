@@ -79,6 +79,21 @@ class ConvGroup(nn.Module):
         return self.act(self.norm2(self.conv2(x)))
 
 
+@torch.no_grad()
+def fold_pool_bn(group: ConvGroup) -> None:
+    """Fold norm1 into conv1 across the max-pool, for export. BN is a per-channel affine map
+    with a positive scale (its weight is frozen at 1), and max-pooling commutes with such a
+    map, so pool(conv) -> BN equals (BN-folded conv) -> pool exactly. Unfolded, the raw conv
+    output (ranges differing widely between channels) would share one int8 scale per tensor."""
+    bn, conv = group.norm1, group.conv1
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    assert bool((scale > 0).all()), "folding across max-pool needs a positive BN scale"
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, 3, padding="same", bias=True)
+    fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+    fused.bias.copy_(bn.bias - bn.running_mean * scale)
+    group.conv1, group.norm1 = fused, nn.Identity()
+
+
 class AirbenchNet(nn.Module):
     def __init__(self, widths: tuple[int, int, int] = (64, 256, 256)):
         super().__init__()
@@ -98,6 +113,12 @@ class AirbenchNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # /9: airbench's output scaling, which keeps early logits small with its large lr.
         return self.head(self.body(self.whiten(self.normalize(x)))) / 9
+
+    def fold_for_export(self) -> "AirbenchNet":
+        for module in self.body:
+            if isinstance(module, ConvGroup):
+                fold_pool_bn(module)
+        return self
 
     @torch.no_grad()
     def init_whitening(self, images: torch.Tensor, eps: float = 5e-4) -> None:

@@ -66,7 +66,7 @@ def to_error(exc: Exception, request: Request) -> ErrorBody:
         return ErrorBody(exc.status_code, _IMAGE_CODES.get(type(exc), "bad_image"), str(exc))
     if isinstance(exc, UnknownModelError):
         return ErrorBody(400, "unknown_model", str(exc.args[0]))
-    if isinstance(exc, ValidationException):
+    if isinstance(exc, ValidationException) or (isinstance(exc, HTTPException) and exc.status_code == 400):
         return ErrorBody(400, "bad_request", _explain_validation(exc, request))
     if isinstance(exc, HTTPException):
         if exc.status_code == 413:
@@ -82,7 +82,7 @@ def _code_for(status: int) -> str:
     return {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
 
 
-def _explain_validation(exc: ValidationException, request: Request) -> str:
+def _explain_validation(exc: HTTPException, request: Request) -> str:
     """Litestar's validation messages name fields; on the upload routes, say what to send."""
     extra = exc.extra if isinstance(exc.extra, list) else []
     in_body = not extra or any(isinstance(i, dict) and i.get("source") == "body" for i in extra)

@@ -89,7 +89,7 @@ def decode_image(data: bytes, size: int = 32, max_pixels: int = 40_000_000) -> n
     Raises an ImageError subclass that names what is wrong.
     """
     if not data:
-        raise CorruptImageError("The file is empty.")
+        raise CorruptImageError("The uploaded file is empty (0 bytes); send an image file.")
     kind = sniff_format(data)
     if kind is None:
         raise UnsupportedImageError(

@@ -1,0 +1,60 @@
+"""Shared fixtures: the served model folder, settings and a TestClient on the real app."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from litestar.testing import TestClient
+
+from cifar_onnx.app import create_app
+from cifar_onnx.settings import Settings
+from tests.tiny_model import write_tiny_model
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = REPO / "model"
+HAS_SHIPPED = (SHIPPED / "cifar10.onnx").exists()
+
+
+def dataset_dir() -> Path | None:
+    """The CIFAR-10 image folder, if this machine has it (CIFAR10_DIR or ../shared/data/cifar10)."""
+    for candidate in (os.environ.get("CIFAR10_DIR"), REPO.parent / "shared" / "data" / "cifar10"):
+        if candidate and (Path(candidate) / "test").is_dir():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped models when present; before the first trained model lands, a small real
+    ONNX model built here with the same contract."""
+    if HAS_SHIPPED:
+        return SHIPPED
+    folder = tmp_path_factory.mktemp("models")
+    write_tiny_model(folder, "cifar10", default=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def two_models(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Path:
+    """The served models plus an extra small one, to test choosing among several."""
+    folder = tmp_path_factory.mktemp("two")
+    for path in model_dir.glob("*.onnx"):
+        shutil.copy(path, folder)
+        shutil.copy(path.with_suffix(".json"), folder)
+    write_tiny_model(folder, "extra")
+    return folder
+
+
+def make_client(model_dir: Path, **overrides: object) -> TestClient:
+    settings = Settings.from_env(environ={}, model_dir=model_dir, **overrides)
+    return TestClient(app=create_app(settings, wait_for_models=True))
+
+
+@pytest.fixture(scope="module")
+def client(model_dir: Path) -> Iterator[TestClient]:
+    with make_client(model_dir, max_upload_bytes=2 * 1024 * 1024, max_batch_files=8) as test_client:
+        yield test_client

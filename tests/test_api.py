@@ -1,0 +1,193 @@
+"""The JSON API over real HTTP semantics (Litestar's TestClient), with the served model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from litestar.testing import TestClient
+
+from cifar_onnx.preprocess import decode_image
+from cifar_onnx.registry import load_model
+from tests.conftest import HAS_SHIPPED, make_client
+from tests.images import SAMPLES, bad_uploads, odd_valid_images, sample
+
+LABELS = sorted(p.stem for p in SAMPLES.glob("*.jpg"))
+
+
+def post_one(client: TestClient, name: str, data: bytes, **params: object):
+    return client.post("/api/v1/predict", files={"file": (name, data, "application/octet-stream")}, params=params)
+
+
+def assert_still_serving(client: TestClient) -> None:
+    response = post_one(client, "cat.jpg", sample("cat"))
+    assert response.status_code == 200, response.text
+
+
+def test_predict_returns_the_documented_shape(client: TestClient) -> None:
+    response = post_one(client, "cat.jpg", sample("cat"), top_k=5)
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"label", "index", "confidence", "top_k", "model", "inference_ms"}
+    assert len(body["top_k"]) == 5
+    assert body["top_k"][0] == {"label": body["label"], "index": body["index"], "probability": body["confidence"]}
+    probabilities = [s["probability"] for s in body["top_k"]]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert body["model"] == "cifar10" and body["inference_ms"] > 0
+
+
+def test_predictions_equal_the_model_run_directly(client: TestClient, model_dir: Path) -> None:
+    """The route adds nothing and loses nothing: same probabilities as ORT on decode_image."""
+    model = load_model(model_dir / "cifar10.onnx", threads=1)
+    for label in LABELS:
+        expected = model.predict(decode_image(sample(label))[None])[0]
+        body = post_one(client, f"{label}.jpg", sample(label), top_k=10).json()
+        got = np.zeros(10)
+        for score in body["top_k"]:
+            got[score["index"]] = score["probability"]
+        assert np.allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.skipif(not HAS_SHIPPED, reason="needs the trained model in model/")
+def test_the_shipped_model_recognises_real_photos(client: TestClient) -> None:
+    correct = [post_one(client, f"{label}.jpg", sample(label)).json()["label"] == label for label in LABELS]
+    assert sum(correct) >= 8, f"only {sum(correct)}/10 sample images classified correctly"
+
+
+@pytest.mark.parametrize("name", sorted(odd_valid_images()))
+def test_odd_but_valid_images_are_classified(client: TestClient, name: str) -> None:
+    response = post_one(client, name, odd_valid_images()[name])
+    assert response.status_code == 200, response.text
+    assert 0.0 <= response.json()["confidence"] <= 1.0
+
+
+@pytest.mark.parametrize("name", sorted(bad_uploads()))
+def test_bad_uploads_get_status_and_message(client: TestClient, name: str) -> None:
+    data, status, code = bad_uploads()[name]
+    response = post_one(client, name, data)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"] == code and body["status"] == status
+    assert len(body["message"]) > 20 and "Traceback" not in response.text
+    assert_still_serving(client)
+
+
+def test_over_the_per_file_limit_is_413(client: TestClient) -> None:
+    too_big = sample("cat") + b"\x00" * (2 * 1024 * 1024)
+    response = post_one(client, "big.jpg", too_big)
+    assert response.status_code == 413
+    assert response.json()["error"] == "payload_too_large" and "2,097,152" in response.json()["message"]
+    assert_still_serving(client)
+
+
+def test_over_the_request_limit_is_413(model_dir: Path) -> None:
+    with make_client(model_dir, max_request_bytes=100_000) as small:
+        response = post_one(small, "big.jpg", b"\xff\xd8\xff" + b"\x00" * 200_000)
+        assert response.status_code == 413 and response.json()["error"] == "payload_too_large"
+        assert_still_serving(small)
+
+
+@pytest.mark.parametrize(
+    "send",
+    [
+        {"files": {"image": ("cat.jpg", sample("cat"), "image/jpeg")}},  # wrong field name
+        {"data": {"file": "not a file"}},  # a text field, not a file
+        {"content": b"", "headers": {"content-type": "multipart/form-data; boundary=x"}},  # no parts
+        {"json": {"file": "cat.jpg"}},  # not multipart at all
+    ],
+)
+def test_no_file_or_wrong_field_is_400(client: TestClient, send: dict) -> None:
+    response = client.post("/api/v1/predict", **send)
+    assert response.status_code == 400, response.text
+    assert "'file'" in response.json()["message"]
+    assert_still_serving(client)
+
+
+@pytest.mark.parametrize("top_k", [0, 11, "three"])
+def test_top_k_out_of_range_is_400(client: TestClient, top_k: object) -> None:
+    response = post_one(client, "cat.jpg", sample("cat"), top_k=top_k)
+    assert response.status_code == 400 and "top_k" in response.text
+
+
+def test_batch_is_one_model_call_with_filenames(client: TestClient) -> None:
+    files = [("files", (f"{label}.jpg", sample(label), "image/jpeg")) for label in LABELS[:4]]
+    response = client.post("/api/v1/predict/batch", files=files, params={"top_k": 2})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["filename"] for r in results] == [f"{label}.jpg" for label in LABELS[:4]]
+    assert all(len(r["top_k"]) == 2 for r in results)
+    assert len({r["inference_ms"] for r in results}) == 1, "one ORT call for the whole batch"
+    single = post_one(client, "x.jpg", sample(LABELS[0]), top_k=2).json()
+    assert results[0]["top_k"] == single["top_k"]
+
+
+def test_batch_of_one_file(client: TestClient) -> None:
+    response = client.post("/api/v1/predict/batch", files=[("files", ("cat.jpg", sample("cat"), "image/jpeg"))])
+    assert response.status_code == 200 and len(response.json()["results"]) == 1
+
+
+def test_batch_with_too_many_files_is_400(client: TestClient) -> None:
+    files = [("files", (f"{i}.jpg", sample("cat"), "image/jpeg")) for i in range(9)]
+    response = client.post("/api/v1/predict/batch", files=files)
+    assert response.status_code == 400
+    assert response.json()["error"] == "too_many_files" and "limit is 8" in response.json()["message"]
+
+
+def test_batch_names_the_bad_file(client: TestClient) -> None:
+    files = [("files", ("good.jpg", sample("cat"), "image/jpeg")), ("files", ("notes.txt", b"hello", "text/plain"))]
+    response = client.post("/api/v1/predict/batch", files=files)
+    assert response.status_code == 415 and response.json()["message"].startswith("notes.txt:")
+
+
+def test_batch_wrong_field_is_400(client: TestClient) -> None:
+    response = client.post("/api/v1/predict/batch", files={"file": ("cat.jpg", sample("cat"), "image/jpeg")})
+    assert response.status_code == 400 and "'files'" in response.json()["message"]
+
+
+def test_models_lists_metadata_and_default(client: TestClient) -> None:
+    body = client.get("/api/v1/models").json()
+    assert body["default"] == "cifar10"
+    (model,) = [m for m in body["models"] if m["name"] == "cifar10"]
+    assert model["default"] is True
+    assert model["metadata"]["classes"][3] == "cat" and model["metadata"]["input"]["size"] == 32
+
+
+def test_several_models_are_served_and_selectable(two_models: Path) -> None:
+    with make_client(two_models) as c:
+        names = {m["name"] for m in c.get("/api/v1/models").json()["models"]}
+        assert names == {"cifar10", "extra"}
+        assert post_one(c, "cat.jpg", sample("cat"), model="extra").json()["model"] == "extra"
+        assert post_one(c, "cat.jpg", sample("cat")).json()["model"] == "cifar10"
+        unknown = post_one(c, "cat.jpg", sample("cat"), model="nope")
+        assert unknown.status_code == 400 and "extra" in unknown.json()["message"]
+
+
+def test_health_metrics_and_schema(client: TestClient) -> None:
+    assert client.get("/health/live").json()["status"] == "live"
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200 and ready.json()["models"]
+    metrics = client.get("/metrics").text
+    assert "cifar_onnx_inference_seconds_bucket" in metrics
+    assert 'path="/api/v1/predict"' in metrics and 'status_code="200"' in metrics
+    schema = client.get("/schema/openapi.json").json()
+    predict = schema["paths"]["/api/v1/predict"]["post"]
+    assert {"400", "413", "415", "422", "503"} <= set(predict["responses"])
+    assert {p["name"] for p in predict["parameters"]} == {"top_k", "model"}
+    assert client.get("/schema").status_code == 200
+
+
+def test_not_ready_answers_503_then_serves(model_dir: Path, tmp_path: Path) -> None:
+    """Readiness follows the model: 503 with a reason while it cannot be served."""
+    from cifar_onnx.app import create_app
+    from cifar_onnx.settings import Settings
+
+    app = create_app(Settings.from_env(environ={}, model_dir=tmp_path))  # an empty folder
+    with TestClient(app) as c:
+        app.state.store.wait(5)
+        ready = c.get("/health/ready")
+        assert ready.status_code == 503 and ready.json()["status"] == "failed"
+        assert "no *.onnx model" in ready.json()["error"]
+        response = post_one(c, "cat.jpg", sample("cat"))
+        assert response.status_code == 503 and response.json()["error"] == "not_ready"
+        assert c.get("/health/live").status_code == 200

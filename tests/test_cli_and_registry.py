@@ -1,0 +1,61 @@
+"""The command line (a real subprocess) and the model contract checks at load time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cifar_onnx.registry import ModelError, ModelStore, load_model
+from cifar_onnx.settings import Settings
+from tests.images import SAMPLES
+from tests.tiny_model import write_tiny_model
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cifar_onnx.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_predict_prints_json_lines(model_dir: Path) -> None:
+    images = sorted(SAMPLES.glob("*.jpg"))[:3]
+    done = run_cli("predict", "--json", "--top-k", "2", "--model-dir", str(model_dir), *map(str, images))
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["file"] for r in rows] == [str(p) for p in images]
+    assert all(len(r["top_k"]) == 2 and r["model"] == "cifar10" for r in rows)
+
+
+def test_predict_reports_a_bad_file_and_fails(model_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    done = run_cli("predict", "--model-dir", str(model_dir), str(SAMPLES / "cat.jpg"), str(bad))
+    assert done.returncode == 1
+    assert "cat.jpg:" in done.stdout and "notes.txt: error:" in done.stderr
+
+
+def test_settings_come_from_the_environment() -> None:
+    settings = Settings.from_env({"CIFAR_ONNX_PORT": "9000", "CIFAR_ONNX_MODEL_DIR": "/m", "CIFAR_ONNX_MAX_BATCH_FILES": "3"})
+    assert settings.port == 9000 and settings.model_dir == Path("/m") and settings.max_batch_files == 3
+    with pytest.raises(SystemExit, match="CIFAR_ONNX_PORT"):
+        Settings.from_env({"CIFAR_ONNX_PORT": "eighty"})
+
+
+def test_metadata_that_does_not_fit_the_graph_is_refused(tmp_path: Path) -> None:
+    path = write_tiny_model(tmp_path, "m")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta["input"]["size"] = 64  # the graph takes 32x32
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="input"):
+        load_model(path, threads=1)
+
+
+def test_a_model_without_metadata_is_refused(tmp_path: Path) -> None:
+    path = write_tiny_model(tmp_path, "m")
+    path.with_suffix(".json").unlink()
+    store = ModelStore(tmp_path)
+    with pytest.raises(ModelError, match="no metadata"):
+        store.load()
+    assert not store.ready and "no metadata" in (store.error or "")

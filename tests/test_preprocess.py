@@ -1,0 +1,93 @@
+"""decode_image: every odd-but-valid upload becomes a (32, 32, 3) uint8 RGB array; bad ones are
+refused with the right error class."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cifar_onnx.preprocess import (
+    CorruptImageError,
+    ImageError,
+    TooManyPixelsError,
+    UnsupportedImageError,
+    decode_image,
+    sniff_format,
+)
+from tests.images import animated_gif, bad_uploads, encode, exif_rotated_jpeg, odd_valid_images, sample, sample_image
+
+ERRORS = {415: UnsupportedImageError, 422: (CorruptImageError, TooManyPixelsError)}
+
+
+@pytest.mark.parametrize("name", sorted(odd_valid_images()))
+def test_odd_valid_images_decode_to_rgb_32(name: str) -> None:
+    array = decode_image(odd_valid_images()[name])
+    assert array.shape == (32, 32, 3) and array.dtype == np.uint8
+    assert array.std() >= 0  # decoded, not refused
+
+
+@pytest.mark.parametrize("name", sorted(bad_uploads()))
+def test_bad_uploads_are_refused_with_their_reason(name: str) -> None:
+    data, status, _code = bad_uploads()[name]
+    with pytest.raises(ImageError) as raised:
+        decode_image(data, max_pixels=40_000_000)
+    assert raised.value.status_code == status
+    assert isinstance(raised.value, ERRORS[status])
+
+
+def test_a_32px_image_passes_through_unchanged() -> None:
+    """CIFAR images are already 32x32: decoding must not resample them (training parity)."""
+    from PIL import Image
+    import io
+
+    expected = np.asarray(Image.open(io.BytesIO(sample("dog"))).convert("RGB"))
+    assert np.array_equal(decode_image(sample("dog")), expected)
+
+
+def test_exif_orientation_is_applied() -> None:
+    array = decode_image(exif_rotated_jpeg()).astype(int)
+    top, bottom = array[:8].mean(axis=(0, 1)), array[-8:].mean(axis=(0, 1))
+    assert top[0] > 200 and top[2] < 60, "viewed upright, the red half is on top"
+    assert bottom[2] > 200 and bottom[0] < 60
+
+
+def test_transparency_is_composited_on_white() -> None:
+    from PIL import Image
+
+    clear = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
+    assert decode_image(encode(clear, "PNG")).min() == 255
+
+
+def test_animation_uses_the_first_frame() -> None:
+    array = decode_image(animated_gif()).astype(int)
+    assert array[..., 1].mean() > 200 and array[..., 0].mean() < 50  # green, not red
+
+
+def test_sixteen_bit_greyscale_keeps_its_range() -> None:
+    """I;16 values up to 65535 are scaled to 0..255, not clipped to white."""
+    array = decode_image(odd_valid_images()["grey16.png"])
+    assert 20 < array.mean() < 235 and array.std() > 10
+
+
+def test_centre_square_crop_keeps_the_middle() -> None:
+    from PIL import Image
+
+    wide = Image.new("RGB", (300, 100), (255, 0, 0))
+    wide.paste((0, 0, 255), (100, 0, 200, 100))  # the centre square is blue
+    array = decode_image(encode(wide, "PNG")).astype(int)
+    assert array[..., 2].mean() > 240 and array[..., 0].mean() < 15
+
+
+def test_pixel_limit_is_checked_before_decoding() -> None:
+    big = encode(sample_image("cat").resize((400, 400)), "PNG")
+    with pytest.raises(TooManyPixelsError, match="400x400 pixels; the limit is 100,000"):
+        decode_image(big, max_pixels=100_000)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [(b"\xff\xd8\xff\xe0", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF89a", "GIF"),
+     (b"RIFF\x00\x00\x00\x00WEBP", "WEBP"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"<svg", None), (b"", None)],
+)  # fmt: skip
+def test_format_is_sniffed_from_bytes(data: bytes, expected: str | None) -> None:
+    assert sniff_format(data) == expected

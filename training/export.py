@@ -1,0 +1,321 @@
+"""Export trained runs to the served ONNX contract, quantise to int8, evaluate, write metadata.
+
+    python -m training.export --run ~/.cache/cifar-onnx/runs/airbench --name cifar10 --default
+
+Several --run values make one ensemble graph that averages the members' probabilities.
+Steps, in order: choose test-time augmentation on the validation set; export fp32 ONNX that
+takes uint8 RGB (N, 32, 32, 3) and returns probabilities; check ONNX Runtime against torch;
+static int8 QDQ quantisation (per-channel weights) calibrated on training images; evaluate
+fp32 and int8 on all validation and test images; write `<name>.onnx` and `<name>.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+import torch.nn.functional as F
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from training.data import CLASSES, cache_dir, load_cifar10
+from training.models import REGISTRY, AirbenchNet, create_model
+from training.train import to_float
+
+OPSET = 17
+DATASET_NOTE = ("CIFAR-10, official split, read from a JPEG quality-75 re-encoding of the official images "
+                "(mean PSNR 30.5 dB against the originals); 45,000 train / 5,000 validation (stratified, "
+                "fixed seed) / 10,000 test")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# The graph we serve: uint8 NHWC in, probabilities out, test-time augmentation inside.
+# ---------------------------------------------------------------------------------------------
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
+    """0: the image; 1: mean of it and its mirror; 2: level 1 on the image, averaged (half and
+    half) with level 1 on two copies shifted one pixel diagonally (reflect-padded), as airbench.
+    All views go through the network as one batch."""
+    n = x.shape[0]
+    views = [x]
+    if level >= 2:
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        views += [padded[:, :, :-2, :-2], padded[:, :, 2:, 2:]]
+    if level >= 1:
+        views += [v.flip(-1) for v in views]
+    logits = model(torch.cat(views)).view(len(views), n, -1)
+    if level == 0:
+        return logits[0]
+    if level == 1:
+        return logits.mean(0)
+    mirrored_pairs = (logits[:3] + logits[3:]) / 2  # per view: mean of it and its mirror
+    return 0.5 * mirrored_pairs[0] + 0.25 * (mirrored_pairs[1] + mirrored_pairs[2])
+
+
+class Served(nn.Module):
+    """uint8 (N, 32, 32, 3) RGB -> probabilities (N, 10); an ensemble averages probabilities."""
+
+    def __init__(self, members: list[nn.Module], levels: list[int]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.levels = levels
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.permute(0, 3, 1, 2).float() / 255.0
+        probs = [tta_logits(m, x, lvl).softmax(-1) for m, lvl in zip(self.members, self.levels)]
+        return torch.stack(probs).mean(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading runs, and measuring in torch.
+# ---------------------------------------------------------------------------------------------
+
+
+def load_run(run: Path) -> tuple[nn.Module, dict[str, Any]]:
+    ckpt_path = run / "final.pt" if (run / "final.pt").exists() else run / "last.pt"
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    # Pretrained weights are not needed: the checkpoint replaces every tensor.
+    options = {**ckpt["recipe"]["model"], **({"pretrained": False} if ckpt["name"] != "airbench" else {})}
+    model = create_model(ckpt["name"], **options).model
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    if isinstance(model, AirbenchNet):
+        model.fold_for_export()
+    info = {"name": ckpt["name"], "checkpoint": str(ckpt_path), "recipe": ckpt["recipe"], "init": ckpt["init"],
+            "pretrained": ckpt["pretrained"], "epochs": ckpt["state"]["epoch"],
+            "wall_minutes": round(ckpt["state"]["wall"] / 60, 1), "cpu_minutes": round(ckpt["state"]["cpu"] / 60, 1),
+            "history": ckpt["state"]["history"]}  # fmt: skip
+    run_json = run / "run.json"
+    if run_json.exists():
+        record = json.loads(run_json.read_text())
+        info.update(command=record["command"], environment=record["environment"], data=record["data"])
+    return model, info
+
+
+@torch.no_grad()
+def torch_probs(served: nn.Module, images: np.ndarray, batch: int = 250) -> np.ndarray:
+    return np.concatenate([served(torch.from_numpy(images[i : i + batch])).numpy() for i in range(0, len(images), batch)])
+
+
+def choose_tta(model: nn.Module, name: str, val_images: np.ndarray, val_labels: np.ndarray, forced: int | None) -> tuple[int, dict[int, float]]:
+    """Validation accuracy at each TTA level; the level kept is the cheapest within 0.05 point
+    of the best (an extra view costs a whole forward pass at serving time)."""
+    levels = [0, 1, 2] if name == "airbench" else [0, 1]
+    scores = {}
+    for level in levels:
+        probs = torch_probs(Served([model], [level]), val_images)
+        scores[level] = round(100.0 * float((probs.argmax(1) == val_labels).mean()), 2)
+        print(f"  {name}: TTA level {level}: validation {scores[level]:.2f}%", flush=True)
+    if forced is not None:
+        return forced, scores
+    best = max(scores.values())
+    return min(level for level, acc in scores.items() if acc >= best - 0.05), scores
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX: export, check, quantise, evaluate.
+# ---------------------------------------------------------------------------------------------
+
+
+def export_onnx(served: nn.Module, path: Path) -> None:
+    example = torch.zeros(2, 32, 32, 3, dtype=torch.uint8)
+    torch.onnx.export(served, (example,), str(path), input_names=["image"], output_names=["probabilities"],
+                      dynamic_axes={"image": {0: "N"}, "probabilities": {0: "N"}}, opset_version=OPSET,
+                      do_constant_folding=True, dynamo=False)  # fmt: skip
+    onnx.checker.check_model(onnx.load(str(path)))
+
+
+def session(path: Path, threads: int = 2) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def ort_probs(sess: ort.InferenceSession, images: np.ndarray, batch: int = 250) -> np.ndarray:
+    return np.concatenate([sess.run(["probabilities"], {"image": images[i : i + batch]})[0] for i in range(0, len(images), batch)])
+
+
+class Calibration(CalibrationDataReader):
+    """Batches of real training images, as the service's preprocessing produced them."""
+
+    def __init__(self, images: np.ndarray, batch: int = 32):
+        self.batches = iter([images[i : i + batch] for i in range(0, len(images), batch)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self.batches, None)
+        return None if batch is None else {"image": batch}
+
+
+def quantise(fp32: Path, int8: Path, calibration: np.ndarray, method: str) -> None:
+    prepared = fp32.with_suffix(".prep.onnx")
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=False)
+    quantize_static(
+        str(prepared), str(int8), Calibration(calibration),
+        quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        # Only the heavy ops: probabilities, averaging and resizing stay fp32 (a uint8 softmax
+        # would round every probability to 1/255).
+        op_types_to_quantize=["Conv", "Gemm", "MatMul"],
+        calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                          "entropy": CalibrationMethod.Entropy}[method],
+        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+    )  # fmt: skip
+    prepared.unlink()
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    return round(100.0 * float((probs.argmax(1) == labels).mean()), 2)
+
+
+def per_class(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    pred = probs.argmax(1)
+    return {c: round(100.0 * float((pred[labels == i] == i).mean()), 2) for i, c in enumerate(CLASSES)}
+
+
+def confusion(probs: np.ndarray, labels: np.ndarray) -> list[list[int]]:
+    matrix = np.zeros((len(CLASSES), len(CLASSES)), dtype=np.int64)
+    np.add.at(matrix, (labels, probs.argmax(1)), 1)
+    return matrix.tolist()
+
+
+def latency_ms(sess: ort.InferenceSession, runs: int = 200) -> float:
+    """Median batch-1 latency (a quick figure for the metadata; benchmarks/ has the full suite)."""
+    x = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    for _ in range(20):
+        sess.run(None, {"image": x})
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        sess.run(None, {"image": x})
+        times.append(time.perf_counter() - start)
+    return round(1000 * float(np.median(times)), 3)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", type=Path, action="append", required=True, help="run directory (repeat: ensemble)")
+    p.add_argument("--name", default="cifar10", help="served model name: writes <out>/<name>.onnx and .json")
+    p.add_argument("--title", help="human name shown on the page")
+    p.add_argument("--out", type=Path, default=Path("model"))
+    p.add_argument("--default", action="store_true", help="mark as the default served model")
+    p.add_argument("--tta", type=int, choices=[0, 1, 2], help="force a TTA level (default: chosen on validation)")
+    p.add_argument("--calibration-images", type=int, default=512)
+    p.add_argument("--calibration", default="minmax", choices=["minmax", "percentile", "entropy"])
+    p.add_argument("--data-dir", help="image-folder CIFAR-10; env CIFAR10_DIR")
+    p.add_argument("--download", action="store_true")
+    p.add_argument("--limit", type=int, default=0, help="evaluate on the first N val/test images (tests)")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    data = load_cifar10(args.data_dir, args.download)
+    val_x, val_y, test_x, test_y = data.val.images, data.val.labels, data.test.images, data.test.labels
+    if args.limit:
+        val_x, val_y, test_x, test_y = val_x[: args.limit], val_y[: args.limit], test_x[: args.limit], test_y[: args.limit]
+
+    members, infos, levels = [], [], []
+    for run in args.run:
+        model, info = load_run(run)
+        level, scores = choose_tta(model, info["name"], val_x, val_y, args.tta)
+        info["tta"], info["tta_val_accuracy"] = level, scores
+        members.append(model), infos.append(info), levels.append(level)
+    served = Served(members, levels).eval()
+
+    work = cache_dir() / "export" / args.name
+    work.mkdir(parents=True, exist_ok=True)
+    fp32, int8 = work / f"{args.name}.fp32.onnx", work / f"{args.name}.int8.onnx"
+    export_onnx(served, fp32)
+
+    probe = val_x[:256]
+    drift = float(np.abs(ort_probs(session(fp32), probe) - torch_probs(served, probe)).max())
+    print(f"ONNX Runtime fp32 vs torch, max |prob diff| on 256 images: {drift:.2e}", flush=True)
+    if drift > 1e-3:
+        sys.exit(f"the fp32 export disagrees with torch (max diff {drift}); refusing to continue")
+
+    # Calibration: training images only (never validation or test), spread over the classes.
+    rng = np.random.default_rng(0)
+    calib = data.train.images[rng.permutation(len(data.train.images))[: args.calibration_images]]
+    quantise(fp32, int8, calib, args.calibration)
+
+    results: dict[str, Any] = {}
+    for tag, path in (("fp32", fp32), ("int8", int8)):
+        sess = session(path, args.threads)
+        start = time.time()
+        val_p, test_p = ort_probs(sess, val_x), ort_probs(sess, test_x)
+        results[tag] = {"val": accuracy(val_p, val_y), "test": accuracy(test_p, test_y), "test_probs": test_p,
+                        "latency_ms": latency_ms(session(path, 1)), "size_bytes": path.stat().st_size,
+                        "eval_seconds": round(time.time() - start, 1)}  # fmt: skip
+        print(f"{tag}: val {results[tag]['val']:.2f}%  test {results[tag]['test']:.2f}%  "
+              f"batch-1 {results[tag]['latency_ms']} ms  {path.stat().st_size / 1e6:.1f} MB", flush=True)  # fmt: skip
+
+    with FlopCounterMode(display=False) as counter:
+        served(torch.zeros(1, 32, 32, 3, dtype=torch.uint8))
+    np.savez_compressed(work / "test_predictions.npz", fp32=results["fp32"]["test_probs"],
+                        int8=results["int8"]["test_probs"], labels=test_y)  # fmt: skip
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    target = args.out / f"{args.name}.onnx"
+    shutil.copyfile(int8, target)
+    int8_probs = results["int8"]["test_probs"]
+    names = [i["name"] for i in infos]
+    meta = {
+        "name": args.name,
+        "title": args.title or " + ".join(names) + " (int8)",
+        "default": args.default,
+        "architecture": " + ".join(f"{n}: {REGISTRY[n].description}" for n in names),
+        "members": [{k: v for k, v in i.items() if k not in ("environment",)} for i in infos],
+        "classes": list(CLASSES),
+        "input": {"name": "image", "dtype": "uint8", "shape": ["N", 32, 32, 3], "layout": "NHWC", "color": "RGB",
+                  "size": 32, "range": "0..255; scaling, normalisation and resizing happen inside the graph",
+                  "preprocessing": "cifar_onnx.preprocess.decode_image: EXIF orientation, to RGB (alpha on "
+                                   "white), first frame, centre square crop, bicubic antialiased resize to 32x32"},
+        "output": {"name": "probabilities", "dtype": "float32", "shape": ["N", len(CLASSES)]},
+        "test_time_augmentation": {i["name"]: i["tta"] for i in infos},
+        "quantization": {"format": "QDQ static", "weights": "int8 per-channel symmetric", "activations": "uint8 asymmetric",
+                         "ops": ["Conv", "Gemm", "MatMul"], "calibration": f"{args.calibration}, {len(calib)} training images",
+                         "tool": f"onnxruntime {ort.__version__}"},
+        "accuracy": {"val_fp32": results["fp32"]["val"], "val_int8": results["int8"]["val"],
+                     "test_fp32": results["fp32"]["test"], "test_int8": results["int8"]["test"],
+                     "images": {"val": len(val_y), "test": len(test_y)}},
+        "per_class_test_int8": per_class(int8_probs, test_y),
+        "confusion_test_int8": confusion(int8_probs, test_y),
+        "size_bytes": {"fp32": results["fp32"]["size_bytes"], "int8": results["int8"]["size_bytes"]},
+        "latency_ms_batch1_1thread": {"fp32": results["fp32"]["latency_ms"], "int8": results["int8"]["latency_ms"]},
+        "parameters": sum(p.numel() for p in served.parameters()),
+        "flops_per_image": counter.get_total_flops(),
+        "training": {"wall_minutes": sum(i["wall_minutes"] for i in infos), "cpu_minutes": sum(i["cpu_minutes"] for i in infos),
+                     "commands": [i.get("command") for i in infos]},
+        "dataset": DATASET_NOTE,
+        "export_command": " ".join(["python", "-m", "training.export", *(argv if argv is not None else sys.argv[1:])]),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__,
+                     "onnxruntime": ort.__version__, "numpy": np.__version__, "opset": OPSET},
+        "machine": infos[0].get("environment", {}),
+        "sha256": sha256(target),
+    }  # fmt: skip
+    target.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"wrote {target} ({target.stat().st_size / 1e6:.2f} MB) and {target.with_suffix('.json')}")
+
+
+if __name__ == "__main__":
+    main()
