@@ -224,15 +224,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--calibration", default="minmax", choices=["minmax", "percentile", "entropy"])
     p.add_argument("--data-dir", help="image-folder CIFAR-10; env CIFAR10_DIR")
     p.add_argument("--download", action="store_true")
-    p.add_argument("--limit", type=int, default=0, help="evaluate on the first N val/test images (tests)")
+    p.add_argument("--limit", type=int, default=0, help="evaluate on N random val/test images (tests)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     data = load_cifar10(args.data_dir, args.download)
     val_x, val_y, test_x, test_y = data.val.images, data.val.labels, data.test.images, data.test.labels
-    if args.limit:
-        val_x, val_y, test_x, test_y = val_x[: args.limit], val_y[: args.limit], test_x[: args.limit], test_y[: args.limit]
+    if args.limit:  # a random subset: the arrays are ordered by class
+        pick_val = np.random.default_rng(1).permutation(len(val_y))[: args.limit]
+        pick_test = np.random.default_rng(2).permutation(len(test_y))[: args.limit]
+        val_x, val_y, test_x, test_y = val_x[pick_val], val_y[pick_val], test_x[pick_test], test_y[pick_test]
 
     members, infos, levels = [], [], []
     for run in args.run:

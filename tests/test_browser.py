@@ -1,0 +1,119 @@
+"""The page in a real browser: Debian's chromium driven by Playwright, against the real server
+(uvicorn in a subprocess, on loopback). Saves docs/img/page.png for the README."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import HAS_SHIPPED, REPO
+from tests.images import SAMPLES
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None and os.environ.get("CI"):
+    raise RuntimeError("CI must run the browser test: install Debian's chromium (.ci/run does)")
+playwright = pytest.importorskip("playwright.sync_api", reason="pip install .[test]")
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.skipif(CHROMIUM is None, reason="no chromium")]
+# Chromium here must not reach for Google's services: this machine has no network.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "CIFAR_ONNX_MODEL_DIR": str(model_dir), "CIFAR_ONNX_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen([sys.executable, "-m", "cifar_onnx.cli", "serve", "--port", str(port)], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("the server did not become ready in 10 s")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with playwright.sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+def test_upload_shows_the_class_without_reload(server: str, browser) -> None:
+    page = browser.new_page(viewport={"width": 900, "height": 900})
+    page.goto(server + "/?lang=en")
+    page.evaluate("window.__marker = 'same page'")  # survives only if there is no reload
+    page.set_input_files("#file", str(SAMPLES / "ship.jpg"))  # choosing a file submits it
+    page.wait_for_selector("#top-class", timeout=15_000)
+    assert page.evaluate("window.__marker") == "same page"
+    assert page.locator("#preview").is_visible()
+    assert page.locator(".bars li").count() == 5
+    if HAS_SHIPPED:
+        assert page.inner_text("#top-class") == "ship"
+        page.screenshot(path=str(REPO / "docs" / "img" / "page.png"), full_page=True)
+    page.close()
+
+
+def test_bad_file_shows_an_error_in_the_page(server: str, browser, tmp_path: Path) -> None:
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"not really a png")
+    page = browser.new_page()
+    page.goto(server + "/?lang=en")
+    page.set_input_files("#file", str(bad))
+    alert = page.wait_for_selector("[role=alert]", timeout=15_000)
+    assert "Could not classify" in alert.inner_text()
+    page.set_input_files("#file", str(SAMPLES / "cat.jpg"))  # and it keeps working
+    page.wait_for_selector("#top-class", timeout=15_000)
+    page.close()
+
+
+def test_works_without_javascript(server: str, browser) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(server + "/?lang=en")
+    page.set_input_files("#file", str(SAMPLES / "horse.jpg"))
+    page.click("button[type=submit]")
+    page.wait_for_selector("#top-class", timeout=15_000)
+    assert page.url.endswith("/classify")
+    context.close()
+
+
+def test_ukrainian_keyboard_and_phone(server: str, browser) -> None:
+    page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page.goto(server + "/?lang=uk")
+    assert page.inner_text("h1") == "Класифікатор CIFAR-10"
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "no sideways scrolling"
+    focused = []
+    for _ in range(8):  # the form's controls are reachable with the keyboard alone
+        page.keyboard.press("Tab")
+        focused.append(page.evaluate("document.activeElement.id || document.activeElement.tagName"))
+    assert "file" in focused and "BUTTON" in focused
+    page.set_input_files("#file", str(SAMPLES / "frog.jpg"))
+    page.wait_for_selector("#top-class", timeout=15_000)
+    assert "Схоже, це" in page.inner_text("#result")
+    page.close()

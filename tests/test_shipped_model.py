@@ -1,0 +1,46 @@
+"""The shipped model against its own metadata: contract, checksum and test accuracy recomputed
+from the image files through the service's preprocessing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from cifar_onnx.preprocess import decode_image
+from cifar_onnx.registry import load_model
+from tests.conftest import HAS_SHIPPED, SHIPPED, dataset_dir
+
+pytestmark = pytest.mark.skipif(not HAS_SHIPPED, reason="no trained model in model/ yet")
+SERVED = sorted(SHIPPED.glob("*.onnx"))
+
+
+@pytest.mark.parametrize("path", SERVED, ids=[p.stem for p in SERVED])
+def test_metadata_describes_the_file(path) -> None:
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert path.stat().st_size <= 25 * 1024 * 1024
+    model = load_model(path, threads=1)  # checks the graph's input and output against the metadata
+    assert model.classes == tuple(meta["classes"]) and len(model.classes) == 10
+
+
+@pytest.mark.dataset
+@pytest.mark.slow
+@pytest.mark.parametrize("path", SERVED, ids=[p.stem for p in SERVED])
+def test_test_accuracy_matches_metadata(path) -> None:
+    folder = dataset_dir()
+    if folder is None:
+        pytest.skip("the CIFAR-10 folder is not on this machine (set CIFAR10_DIR)")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    model = load_model(path, threads=2)
+    correct = total = 0
+    for index, name in enumerate(meta["classes"]):
+        files = sorted((folder / "test" / name).iterdir())
+        for start in range(0, len(files), 250):
+            batch = np.stack([decode_image(f.read_bytes()) for f in files[start : start + 250]])
+            correct += int((model.predict(batch).argmax(1) == index).sum())
+            total += len(batch)
+    assert total == 10_000
+    assert abs(100.0 * correct / total - meta["accuracy"]["test_int8"]) <= 0.1

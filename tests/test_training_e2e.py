@@ -1,0 +1,78 @@
+"""A tiny end-to-end run: train (a few hundred images, one epoch) -> export -> int8 -> served.
+
+Needs the training extra (torch). The images come from the CIFAR-10 folder when this machine
+has it, else they are drawn here (coloured shapes), so the test runs on any fresh machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from tests.conftest import REPO, dataset_dir, make_client
+from tests.images import sample
+
+pytest.importorskip("torch", reason="the training extra is not installed (pip install .[train])")
+pytestmark = pytest.mark.slow
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def tiny_folder(root: Path, per_class_train: int = 30, per_class_test: int = 10) -> Path:
+    source = dataset_dir()
+    rng = np.random.default_rng(0)
+    for part, count in (("train", per_class_train), ("test", per_class_test)):
+        for index, name in enumerate(CLASSES):
+            folder = root / part / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                if source:
+                    data = (source / part / name / f"{i:04d}.jpg").read_bytes()
+                    (folder / f"{i:04d}.jpg").write_bytes(data)
+                else:
+                    image = Image.new("RGB", (32, 32), tuple(int(v) for v in rng.integers(0, 256, 3)))
+                    ImageDraw.Draw(image).ellipse((index, index, 31 - index, 31 - i % 10), fill=(25 * index, 0, 255 - 25 * index))
+                    image.save(folder / f"{i:04d}.jpg", quality=90)
+    return root
+
+
+def run(module: str, *args: str, env: dict[str, str]) -> str:
+    done = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{module} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def test_train_export_quantise_evaluate_serve(tmp_path: Path) -> None:
+    data = tiny_folder(tmp_path / "cifar")
+    env = {**os.environ, "CIFAR_ONNX_CACHE": str(tmp_path / "cache"), "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
+    run_dir, model_dir = tmp_path / "run", tmp_path / "models"
+    out = run("training.train", "--model", "airbench", "--data-dir", str(data), "--out", str(run_dir),
+              "--epochs", "1", "--threads", "2", env=env)  # fmt: skip
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(history) == 1 and {"train_acc", "val_acc", "test_acc", "cpu_s"} <= set(history[0])
+    assert "done:" in out and (run_dir / "final.pt").exists()
+
+    # --resume on a finished run trains nothing more and keeps the log.
+    run("training.train", "--model", "airbench", "--data-dir", str(data), "--out", str(run_dir), "--resume", env=env)
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1
+
+    run("training.export", "--run", str(run_dir), "--name", "cifar10", "--out", str(model_dir), "--default",
+        "--data-dir", str(data), "--calibration-images", "64", env=env)  # fmt: skip
+    meta = json.loads((model_dir / "cifar10.json").read_text())
+    assert meta["input"] == {**meta["input"], "name": "image", "dtype": "uint8", "size": 32, "layout": "NHWC"}
+    assert {"val_fp32", "val_int8", "test_fp32", "test_int8"} <= set(meta["accuracy"])
+    assert meta["accuracy"]["images"] == {"val": 30, "test": 100}
+    assert meta["size_bytes"]["int8"] < meta["size_bytes"]["fp32"] / 2, "int8 weights: about 4x smaller"
+
+    with make_client(model_dir) as client:
+        response = client.post("/api/v1/predict", files={"file": ("cat.jpg", sample("cat"), "image/jpeg")})
+        assert response.status_code == 200 and response.json()["model"] == "cifar10"
+        assert abs(sum(s["probability"] for s in client.post(
+            "/api/v1/predict", files={"file": ("cat.jpg", sample("cat"), "image/jpeg")}, params={"top_k": 10}
+        ).json()["top_k"]) - 1) < 1e-3  # fmt: skip

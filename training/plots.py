@@ -1,0 +1,102 @@
+"""Figures for docs/MODEL.md from a run's metrics and an exported model's test predictions.
+
+    python -m training.plots --run ~/.cache/cifar-onnx/runs/airbench --model model/cifar10.json --out docs/img
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from training.data import CLASSES, cache_dir, load_cifar10  # noqa: E402
+
+SPLITS = (("train", "tab:blue"), ("val", "tab:orange"), ("test", "tab:green"))
+
+
+def curves(history: list[dict], title: str, path: Path) -> None:
+    """Loss and accuracy per epoch on train (augmented, running mean over the epoch),
+    validation and test."""
+    epochs = [row["epoch"] for row in history]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for split, colour in SPLITS:
+        loss_ax.plot(epochs, [r[f"{split}_loss"] for r in history], "o-", ms=3, color=colour, label=split)
+        acc_ax.plot(epochs, [r[f"{split}_acc"] for r in history], "o-", ms=3, color=colour, label=split)
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    acc_ax.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title="accuracy")
+    best = max(r["val_acc"] for r in history)
+    acc_ax.set_ylim(max(0, min(r["val_acc"] for r in history) - 5), 100)
+    acc_ax.axhline(best, color="tab:orange", lw=0.6, ls=":")
+    for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"{title} (train loss includes label smoothing and augmentation)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def confusion_matrix(matrix: list[list[int]], title: str, path: Path) -> None:
+    m = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    ax.imshow(m, cmap="Blues")
+    for i in range(len(m)):
+        for j in range(len(m)):
+            ax.text(j, i, m[i, j], ha="center", va="center", fontsize=7, color="white" if m[i, j] > m.max() / 2 else "black")
+    ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=45, ha="right")
+    ax.set_yticks(range(len(CLASSES)), CLASSES)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def mistakes(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, path: Path, count: int = 24) -> None:
+    """The most confident mistakes: what the model gets wrong while sure of itself."""
+    pred = probs.argmax(1)
+    wrong = np.flatnonzero(pred != labels)
+    wrong = wrong[np.argsort(-probs[wrong, pred[wrong]])][:count]
+    cols = 8
+    fig, axes = plt.subplots(len(wrong) // cols or 1, cols, figsize=(cols * 1.35, (len(wrong) // cols or 1) * 1.6))
+    for ax, i in zip(np.ravel(axes), wrong):
+        ax.imshow(images[i], interpolation="nearest")
+        ax.set_title(f"{CLASSES[pred[i]]} {probs[i, pred[i]]:.0%}\n(is {CLASSES[labels[i]]})", fontsize=7)
+        ax.axis("off")
+    fig.suptitle("Most confident mistakes on the test set: predicted (true)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", type=Path, action="append", default=[], help="run directory: training curves")
+    p.add_argument("--model", type=Path, help="exported model metadata (model/<name>.json)")
+    p.add_argument("--out", type=Path, default=Path("docs/img"))
+    p.add_argument("--data-dir")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for run in args.run:
+        history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        name = json.loads((run / "run.json").read_text())["model"]
+        curves(history, name, args.out / f"{name}-curves.png")
+        (args.out / f"{name}-history.json").write_text(json.dumps(history, indent=1))
+    if args.model:
+        meta = json.loads(args.model.read_text())
+        confusion_matrix(meta["confusion_test_int8"], f"{meta['name']} int8: test confusion", args.out / f"{meta['name']}-confusion.png")
+        saved = np.load(cache_dir() / "export" / meta["name"] / "test_predictions.npz")
+        data = load_cifar10(args.data_dir)
+        if len(saved["labels"]) == len(data.test.labels):
+            mistakes(data.test.images, data.test.labels, saved["int8"], args.out / f"{meta['name']}-mistakes.png")
+
+
+if __name__ == "__main__":
+    main()
