@@ -51,6 +51,21 @@ def predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def health(args: argparse.Namespace) -> int:
+    """Exit 0 when the server answers /health/ready with 200 (the container's HEALTHCHECK)."""
+    import urllib.error
+    import urllib.request
+
+    settings = Settings.from_env()
+    url = args.url or f"http://127.0.0.1:{settings.port}/health/ready"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:
+            return 0 if response.status == 200 else 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"not ready: {exc}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="cifar-onnx", description="CIFAR-10 classification on ONNX Runtime.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,11 +80,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--model", help="a served model's name (default: the default model)")
     p.add_argument("--model-dir", type=Path, help="folder of *.onnx + *.json (CIFAR_ONNX_MODEL_DIR)")
+    h = sub.add_parser("health", help="exit 0 if the local server is ready (for HEALTHCHECK)")
+    h.add_argument("--url", help="default http://127.0.0.1:$CIFAR_ONNX_PORT/health/ready")
+    h.add_argument("--timeout", type=float, default=3.0)
     args = parser.parse_args(argv)
     if args.command == "serve":
         serve(args)
     else:
-        sys.exit(predict(args))
+        sys.exit(predict(args) if args.command == "predict" else health(args))
 
 
 if __name__ == "__main__":
