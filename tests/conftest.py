@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from litestar.testing import TestClient
 
@@ -58,3 +63,32 @@ def make_client(model_dir: Path, **overrides: object) -> TestClient:
 def client(model_dir: Path) -> Iterator[TestClient]:
     with make_client(model_dir, max_upload_bytes=2 * 1024 * 1024, max_batch_files=8) as test_client:
         yield test_client
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(model_dir: Path) -> Iterator[str]:
+    """The real server as shipped: `cifar-onnx serve` (uvicorn) in a subprocess, on loopback."""
+    port = free_port()
+    env = {**os.environ, "CIFAR_ONNX_MODEL_DIR": str(model_dir), "CIFAR_ONNX_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen([sys.executable, "-m", "cifar_onnx.cli", "serve", "--port", str(port)], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("the server did not become ready in 10 s")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)

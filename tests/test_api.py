@@ -191,3 +191,9 @@ def test_not_ready_answers_503_then_serves(model_dir: Path, tmp_path: Path) -> N
         response = post_one(c, "cat.jpg", sample("cat"))
         assert response.status_code == 503 and response.json()["error"] == "not_ready"
         assert c.get("/health/live").status_code == 200
+
+
+def test_wrong_method_is_405_with_allow(client: TestClient) -> None:
+    response = client.get("/api/v1/predict")
+    assert response.status_code == 405 and "POST" in response.headers["allow"]
+    assert response.json()["error"] == "method_not_allowed"

@@ -94,7 +94,14 @@ def _explain_validation(exc: HTTPException, request: Request) -> str:
     return f"{exc.detail}{': ' + details if details else ''}"
 
 
+def error_headers(exc: Exception, status: int) -> dict[str, str]:
+    """Headers the status requires: Allow on a 405 (RFC 9110), Retry-After while loading."""
+    headers = dict(getattr(exc, "headers", None) or {}) if isinstance(exc, HTTPException) else {}
+    if status == 503:
+        headers["Retry-After"] = "1"
+    return headers
+
+
 def json_error_handler(request: Request, exc: Exception) -> Response[ErrorBody]:
     body = to_error(exc, request)
-    headers = {"Retry-After": "1"} if body.status == 503 else None
-    return Response(body, status_code=body.status, media_type=MediaType.JSON, headers=headers)
+    return Response(body, status_code=body.status, media_type=MediaType.JSON, headers=error_headers(exc, body.status))

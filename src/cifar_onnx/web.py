@@ -17,7 +17,7 @@ from litestar.response import Template
 
 from cifar_onnx.api import MULTIPART, read_upload, run_classify, served
 from cifar_onnx.classify import Prediction
-from cifar_onnx.errors import ErrorBody, ServiceError, to_error
+from cifar_onnx.errors import ErrorBody, ServiceError, error_headers, to_error
 from cifar_onnx.i18n import LANGUAGES, TEXT, class_name, pick_language
 from cifar_onnx.registry import ModelStore
 from cifar_onnx.settings import Settings
@@ -59,7 +59,9 @@ def page_error(request: Request, exc: Exception) -> Response:
     store: ModelStore = request.app.state.store
     body = to_error(exc, request)
     lang = language(request)
-    return render(request, page_context(request, store, lang, error=_error_view(body, lang)), body.status)
+    response = render(request, page_context(request, store, lang, error=_error_view(body, lang)), body.status)
+    response.headers.update(error_headers(exc, body.status))
+    return response
 
 
 def _error_view(body: ErrorBody, lang: str) -> dict[str, str]:
