@@ -1,0 +1,121 @@
+"""Service level: a real server process on loopback, loaded by wrk at fixed concurrency, with
+the server's resident memory (its whole process tree) sampled before, during and after."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tree_rss_mb(pid: int) -> float:
+    proc = psutil.Process(pid)
+    return round(sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20, 1)
+
+
+@dataclass
+class Server:
+    url: str
+    pid: int
+    ready_seconds: float
+
+
+@contextmanager
+def run_server(command: list[str], env: dict[str, str], ready_path: str) -> Iterator[Server]:
+    """Start `command` (it must listen on env PORT's value), wait for `ready_path` to answer 200."""
+    port = int(env["PORT"])
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, env={**os.environ, **env}, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            try:
+                if httpx.get(url + ready_path, timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError(f"{command} exited: {proc.stderr.read().decode()[-2000:]}")
+            if time.perf_counter() - start > 60:
+                raise RuntimeError(f"{command} not ready after 60 s")
+            time.sleep(0.01)
+        yield Server(url, proc.pid, round(time.perf_counter() - start, 3))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def service_command(port: int, model_dir: Path) -> tuple[list[str], dict[str, str]]:
+    env = {"CIFAR_ONNX_PORT": str(port), "CIFAR_ONNX_MODEL_DIR": str(model_dir), "CIFAR_ONNX_LOG_LEVEL": "warning",
+           "PORT": str(port)}  # fmt: skip
+    return [sys.executable, "-m", "cifar_onnx.cli", "serve"], env
+
+
+def baseline_command(port: int, model_json: Path) -> tuple[list[str], dict[str, str]]:
+    env = {"PORT": str(port), "BASELINE_MODEL": str(model_json), "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
+    return [sys.executable, str(HERE / "baseline_app.py")], env
+
+
+@dataclass
+class MemorySampler:
+    """Samples a process tree's RSS every `interval` seconds in a background thread."""
+
+    pid: int
+    interval: float = 2.0
+    samples: list[float] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> "MemorySampler":
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.samples.append(tree_rss_mb(self.pid))
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def wrk(url: str, image: Path, connections: int, seconds: float, field_name: str = "file", copies: int = 1,
+        threads: int = 1) -> dict:  # fmt: skip
+    """One wrk run; returns its JSON summary (requests, p50/p95/p99 ms, error counts) plus rps."""
+    env = {**os.environ, "WRK_IMAGE": str(image), "WRK_FIELD": field_name, "WRK_COPIES": str(copies)}
+    command = ["wrk", "-t", str(min(threads, connections)), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
+               "--timeout", "10s", "-s", str(HERE / "wrk_upload.lua"), url]  # fmt: skip
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    summary = json.loads(out.strip().splitlines()[-1])
+    summary["rps"] = round(summary["requests"] / summary["seconds"], 1)
+    summary["errors"] = sum(v for k, v in summary.items() if k.startswith("errors_"))
+    return summary
+
+
+def check_answer(url: str, image: Path, field_name: str = "file") -> None:
+    """The endpoint must really classify before we time it (a fast 4xx is not a result)."""
+    response = httpx.post(url, files={field_name: (image.name, image.read_bytes(), "image/jpeg")}, timeout=30)
+    response.raise_for_status()

@@ -1,0 +1,137 @@
+"""Model level: the same model and inputs on ONNX Runtime int8, ONNX Runtime fp32 and PyTorch
+eager fp32. Batch-1 latency (1 and 2 threads), batch-64 throughput, and, each in a fresh
+process, cold start (imports to first prediction) and peak resident memory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Runtime:
+    label: str  # "ORT int8", "ORT fp32", "PyTorch eager fp32"
+    kind: str  # ort | torch
+    path: Path  # an .onnx file, or the model's metadata (torch rebuilds it from the checkpoints)
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ms = np.asarray(samples) * 1000
+    return {"median_ms": round(float(np.median(ms)), 3), "p95_ms": round(float(np.percentile(ms, 95)), 3),
+            "p99_ms": round(float(np.percentile(ms, 99)), 3)}  # fmt: skip
+
+
+def time_calls(fn: Callable[[], object], runs: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def ort_predictor(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda batch: session.run(None, {"image": batch})[0]
+
+
+def torch_predictor(meta_path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The exact graph that was exported (members, TTA, softmax), in eager PyTorch."""
+    import torch
+
+    from training.export import Served, load_run
+
+    torch.set_num_threads(threads)
+    meta = json.loads(meta_path.read_text())
+    members = [load_run(Path(m["checkpoint"]).parent)[0] for m in meta["members"]]
+    served = Served(members, [m["tta"] for m in meta["members"]]).eval()
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return served(torch.from_numpy(batch)).numpy()
+
+    return predict
+
+
+def predictor(runtime: Runtime, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    return ort_predictor(runtime.path, threads) if runtime.kind == "ort" else torch_predictor(runtime.path, threads)
+
+
+def measure_in_process(runtime: Runtime, images: np.ndarray, runs: int) -> dict[str, object]:
+    result: dict[str, object] = {}
+    for threads in (1, 2):
+        predict = predictor(runtime, threads)
+        one = images[:1]
+        result[f"batch1_{threads}t"] = percentiles(time_calls(lambda: predict(one), runs, warmup=30))
+        batch = images[:64]
+        seconds = time_calls(lambda: predict(batch), runs=max(5, runs // 50), warmup=2)
+        result[f"batch64_{threads}t_images_per_s"] = round(64 / float(np.median(seconds)), 1)
+    return result
+
+
+COLD_START = """
+import resource, sys, time
+start = time.perf_counter()
+sys.path[:0] = {paths!r}
+import numpy as np
+from benchmarks.model_bench import Runtime, predictor
+from pathlib import Path
+predict = predictor(Runtime("", {kind!r}, Path({path!r})), 1)
+predict(np.zeros((1, 32, 32, 3), dtype=np.uint8))
+seconds = time.perf_counter() - start
+print(seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def cold_start(runtime: Runtime, repeats: int = 3) -> dict[str, float]:
+    """Fresh interpreter -> imports -> model loaded -> first prediction; best of `repeats`."""
+    runs = []
+    for _ in range(repeats):
+        code = COLD_START.format(paths=[str(REPO), str(REPO / "src")], kind=runtime.kind, path=str(runtime.path))
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+        seconds, rss = map(float, out.stdout.split()[-2:])
+        runs.append((seconds, rss))
+    return {"cold_start_s": round(min(r[0] for r in runs), 3), "peak_rss_mb": round(min(r[1] for r in runs), 1)}
+
+
+def runtimes_for(model_json: Path, export_dir: Path) -> list[Runtime]:
+    """int8 is the served file; fp32 and the torch checkpoints come from the export step's
+    cache (they are not shipped); whatever is missing is left out, and said so."""
+    name = json.loads(model_json.read_text())["name"]
+    found = [Runtime("ORT int8", "ort", model_json.with_suffix(".onnx"))]
+    fp32 = export_dir / name / f"{name}.fp32.onnx"
+    if fp32.exists():
+        found.append(Runtime("ORT fp32", "ort", fp32))
+    meta = json.loads(model_json.read_text())
+    if all(Path(m.get("checkpoint", "")).exists() for m in meta.get("members", [])) and meta.get("members"):
+        try:
+            import torch  # noqa: F401
+
+            found.append(Runtime("PyTorch eager fp32", "torch", model_json))
+        except ImportError:
+            pass
+    return found
+
+
+def bench_model(model_json: Path, export_dir: Path, images: np.ndarray, runs: int) -> dict[str, dict]:
+    results = {}
+    for runtime in runtimes_for(model_json, export_dir):
+        print(f"  {model_json.stem}: {runtime.label}", flush=True)
+        results[runtime.label] = {**measure_in_process(runtime, images, runs), **cold_start(runtime)}
+    return results

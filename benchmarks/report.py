@@ -1,0 +1,103 @@
+"""benchmarks/RESULTS.md from the suite's results: tables, ratios to the baseline, targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _row(cells: list[object]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header: list[str], rows: list[list[object]]) -> list[str]:
+    return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]
+
+
+def _x(value: float, reference: float | None) -> str:
+    return f" ({reference / value:.1f}x)" if reference and value else ""
+
+
+def write_report(results: dict, path: Path) -> None:
+    m, service = results["machine"], results["service"]
+    lines = ["# Benchmark results", "",
+             f"Written by `python -m benchmarks.run` on {m['date']}. Machine: {m['cpu']}, {m['cores']} cores, "
+             f"{m['memory_gb']} GiB, {m['os']}; Python {m['python']}, onnxruntime {m['onnxruntime']}"
+             + (f", torch {m['torch']}" if "torch" in m else "") + ". Shared cloud machine: figures vary run to run "
+             "by 10-20%.", ""]  # fmt: skip
+
+    lines += ["## Model level", "",
+              "Same model, same inputs (the test samples, decoded), one process each. Batch-1 latency over "
+              f"{results['settings']['runs']} calls after warm-up; throughput at batch 64; cold start = fresh "
+              "interpreter, imports, model load, first prediction; peak RSS of that process.", ""]  # fmt: skip
+    for name, runtimes in results["models"].items():
+        torch_ms = runtimes.get("PyTorch eager fp32", {}).get("batch1_1t", {}).get("median_ms")
+        rows = []
+        for label, r in runtimes.items():
+            b1, b2 = r["batch1_1t"], r["batch1_2t"]
+            rows.append([label, f"{b1['median_ms']}{_x(b1['median_ms'], torch_ms)}", b1["p95_ms"], b1["p99_ms"],
+                         b2["median_ms"], r["batch64_1t_images_per_s"], r["batch64_2t_images_per_s"],
+                         r["cold_start_s"], r["peak_rss_mb"]])  # fmt: skip
+        lines += [f"### `{name}`", ""]
+        lines += _table(["runtime", "batch 1, 1 thread: median ms (x faster than PyTorch)", "p95 ms", "p99 ms",
+                         "batch 1, 2 threads: median ms", "batch 64, 1 thread: img/s", "batch 64, 2 threads: img/s",
+                         "cold start s", "peak RSS MB"], rows)  # fmt: skip
+        lines.append("")
+
+    base = results.get("baseline")
+    lines += ["## Service level", "",
+              "The real server (`cifar-onnx serve`: uvicorn, 1 worker, ORT int8 with 1 intra-op thread per call, "
+              "2 inference threads) on loopback, loaded by `wrk` (closed loop: each connection sends its next "
+              f"request when the last is answered) for {results['settings']['seconds']} s per level, POSTing a "
+              "CIFAR-10 test JPEG as multipart. Client and server share the same 2 cores."
+              + (" Baseline: the same model in PyTorch eager inside Flask (`benchmarks/baseline_app.py`), "
+                 "measured in the same run; ratios are ours against it." if base else ""), ""]  # fmt: skip
+    rows = []
+    for c, r in service["single"].items():
+        b = base["single"].get(c) if base else None
+        ratio = f" ({r['rps'] / b['rps']:.1f}x)" if b and b["rps"] else ""
+        rows.append([c, r["p50_ms"], r["p95_ms"], r["p99_ms"], f"{r['rps']}{ratio}", r["errors"],
+                     *( [b["p50_ms"], b["p99_ms"], b["rps"], b["errors"]] if b else [])])  # fmt: skip
+    header = ["concurrency", "p50 ms", "p95 ms", "p99 ms", "requests/s (x baseline)", "errors"]
+    if base:
+        header += ["baseline p50 ms", "baseline p99 ms", "baseline requests/s", "baseline errors"]
+    lines += ["### `POST /api/v1/predict` (one image)", "", *_table(header, rows), "",
+              "![latency and throughput against concurrency](latency.png)", ""]  # fmt: skip
+    rows = [[c, r["p50_ms"], r["p95_ms"], r["p99_ms"], r["rps"], round(8 * r["rps"], 1), r["errors"]]
+            for c, r in service["batch8"].items()]  # fmt: skip
+    lines += ["### `POST /api/v1/predict/batch` (8 images a request)", "",
+              *_table(["concurrency", "p50 ms", "p95 ms", "p99 ms", "requests/s", "images/s", "errors"], rows), ""]  # fmt: skip
+
+    soak = service["soak"]
+    growth = soak["rss_end_mb"] - soak["rss_start_mb"]
+    lines += ["### Soak and memory", "",
+              f"- Soak: {soak['requests']:,} requests at concurrency 32 in {soak['seconds']:.0f} s "
+              f"({soak['rps']} requests/s), {soak['errors']} errors, p50 {soak['p50_ms']} ms, p99 {soak['p99_ms']} ms.",
+              f"- Server RSS (process tree): idle {service['rss_idle_mb']} MB, after the load levels "
+              f"{service['rss_after_levels_mb']} MB; during the soak {soak['rss_start_mb']} MB at the first sample and "
+              f"{soak['rss_end_mb']} MB at the last ({growth:+.1f} MB; min {min(soak['rss_samples_mb'] or [0])}, "
+              f"max {max(soak['rss_samples_mb'] or [0])}); after it {service['rss_after_soak_mb']} MB.",
+              f"- Cold start to ready (process start until `/health/ready` answers 200, model loaded and warmed up): "
+              f"{', '.join(f'{s:.2f}' for s in service['cold_start_s'])} s.",
+              *( [f"- Baseline RSS: idle {base['rss_idle_mb']} MB, after load {base['rss_after_mb']} MB; "
+                  f"ready after {base['ready_s']:.2f} s."] if base else []), ""]  # fmt: skip
+
+    default = results["models"][results["default_model"]]
+    int8 = default["ORT int8"]["batch1_1t"]["median_ms"]
+    torch_ms = default.get("PyTorch eager fp32", {}).get("batch1_1t", {}).get("median_ms")
+    c1, c32 = service["single"][1], service["single"][32]
+    targets = [
+        ("int8 model, batch 1, 1 thread: median", "<= 5 ms", f"{int8} ms", int8 <= 5),
+        ("... against PyTorch eager, same model", ">= 3x faster", f"{torch_ms / int8:.1f}x" if torch_ms else "n/a",
+         bool(torch_ms) and torch_ms / int8 >= 3),
+        ("HTTP single image, concurrency 1: p50", "<= 8 ms", f"{c1['p50_ms']} ms", c1["p50_ms"] <= 8),
+        ("HTTP single image, concurrency 32", ">= 200 req/s, 0 errors", f"{c32['rps']} req/s, {c32['errors']} errors",
+         c32["rps"] >= 200 and c32["errors"] == 0),
+        ("server RSS", "< 200 MB", f"{service['rss_after_soak_mb']} MB", service["rss_after_soak_mb"] < 200),
+        ("soak at concurrency 32", ">= 50,000 requests, 0 errors", f"{soak['requests']:,}, {soak['errors']} errors",
+         soak["requests"] >= 50_000 and soak["errors"] == 0),
+        ("cold start to ready", "< 2 s", f"{min(service['cold_start_s']):.2f} s", min(service["cold_start_s"]) < 2),
+    ]  # fmt: skip
+    lines += ["## Targets (issue #6)", "",
+              *_table(["what", "target", "measured", "met"], [[w, t, v, "yes" if ok else "**no**"] for w, t, v, ok in targets]),
+              ""]  # fmt: skip
+    path.write_text("\n".join(lines))

@@ -1,0 +1,150 @@
+"""The whole benchmark suite in one command; writes benchmarks/RESULTS.md, results.json and a plot.
+
+    python -m benchmarks.run            # about 12 minutes on 2 cores
+    python -m benchmarks.run --quick    # a few seconds per level and a short soak: a smoke test
+
+Keep the machine otherwise idle while it runs: every figure is wall-clock time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import load
+from benchmarks.model_bench import bench_model
+from cifar_onnx.preprocess import decode_image
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SAMPLE = REPO / "tests" / "data" / "cifar" / "ship.jpg"
+CONCURRENCY = (1, 8, 32, 64)
+
+
+def machine() -> dict[str, str]:
+    import onnxruntime
+    import psutil
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())  # fmt: skip
+    versions = {"python": platform.python_version(), "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
+    try:
+        import torch
+
+        versions["torch"] = torch.__version__
+    except ImportError:
+        pass
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "memory_gb": f"{psutil.virtual_memory().total / 2**30:.0f}",
+            "os": platform.platform(), **versions, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
+
+
+def sample_images(count: int = 64) -> np.ndarray:
+    files = sorted((REPO / "tests" / "data" / "cifar").glob("*.jpg"))
+    decoded = [decode_image(f.read_bytes()) for f in files]
+    return np.stack([decoded[i % len(decoded)] for i in range(count)])
+
+
+def service_level(model_dir: Path, seconds: float, soak_requests: int) -> dict:
+    out: dict = {"cold_start_s": []}
+    for _ in range(3):  # process start -> /health/ready answers 200 (model loaded and warmed up)
+        command, env = load.service_command(load.free_port(), model_dir)
+        with load.run_server(command, env, "/health/ready") as server:
+            out["cold_start_s"].append(server.ready_seconds)
+    command, env = load.service_command(load.free_port(), model_dir)
+    with load.run_server(command, env, "/health/ready") as server:
+        single, batch = server.url + "/api/v1/predict", server.url + "/api/v1/predict/batch"
+        load.check_answer(single, SAMPLE)
+        out["rss_idle_mb"] = load.tree_rss_mb(server.pid)
+        out["single"] = {c: load.wrk(single, SAMPLE, c, seconds) for c in CONCURRENCY}
+        out["batch8"] = {c: load.wrk(batch, SAMPLE, c, seconds, field_name="files", copies=8) for c in (1, 8)}
+        out["rss_after_levels_mb"] = load.tree_rss_mb(server.pid)
+        rps = out["single"][32]["rps"] or 1
+        duration = max(5.0, 1.15 * soak_requests / rps)
+        with load.MemorySampler(server.pid) as memory:
+            soak = load.wrk(single, SAMPLE, 32, round(duration, 1))
+        soak["rss_samples_mb"] = memory.samples
+        soak["rss_start_mb"], soak["rss_end_mb"] = (memory.samples[0], memory.samples[-1]) if memory.samples else (0, 0)
+        out["soak"] = soak
+        out["rss_after_soak_mb"] = load.tree_rss_mb(server.pid)
+    return out
+
+
+def baseline_level(model_json: Path, seconds: float) -> dict:
+    command, env = load.baseline_command(load.free_port(), model_json)
+    with load.run_server(command, env, "/health") as server:
+        load.check_answer(server.url + "/predict", SAMPLE)
+        out = {"ready_s": server.ready_seconds, "rss_idle_mb": load.tree_rss_mb(server.pid)}
+        out["single"] = {c: load.wrk(server.url + "/predict", SAMPLE, c, seconds) for c in CONCURRENCY}
+        out["rss_after_mb"] = load.tree_rss_mb(server.pid)
+    return out
+
+
+def plot(service: dict, baseline: dict | None, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (lat, thr) = plt.subplots(1, 2, figsize=(10, 3.8))
+    series = [("cifar-onnx (Litestar + ORT int8)", service["single"], "tab:blue")]
+    if baseline:
+        series.append(("baseline (Flask + PyTorch eager)", baseline["single"], "tab:red"))
+    for label, levels, colour in series:
+        cs = sorted(levels)
+        lat.plot(cs, [levels[c]["p50_ms"] for c in cs], "o-", color=colour, label=f"{label} p50")
+        lat.plot(cs, [levels[c]["p99_ms"] for c in cs], "o--", color=colour, label=f"{label} p99")
+        thr.plot(cs, [levels[c]["rps"] for c in cs], "o-", color=colour, label=label)
+    lat.set(xscale="log", yscale="log", xlabel="concurrent connections", ylabel="latency (ms)", title="POST one image")
+    thr.set(xscale="log", xlabel="concurrent connections", ylabel="requests / s", title="throughput")
+    for ax in (lat, thr):
+        ax.set_xticks(list(CONCURRENCY), [str(c) for c in CONCURRENCY])
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-dir", type=Path, default=REPO / "model")
+    p.add_argument("--export-dir", type=Path, default=Path.home() / ".cache" / "cifar-onnx" / "export")
+    p.add_argument("--seconds", type=float, default=15, help="per load level")
+    p.add_argument("--runs", type=int, default=1000, help="batch-1 timings per runtime and thread count")
+    p.add_argument("--soak-requests", type=int, default=50_000)
+    p.add_argument("--quick", action="store_true", help="smoke test: short levels, 2,000-request soak")
+    p.add_argument("--out", type=Path, default=HERE)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seconds, args.runs, args.soak_requests = 3, 100, 2000
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict = {"machine": machine(), "settings": {k: str(v) for k, v in vars(args).items()}}
+    images = sample_images()
+    models = sorted(args.model_dir.glob("*.json"))
+    print("model level", flush=True)
+    results["models"] = {m.stem: bench_model(m, args.export_dir, images, args.runs) for m in models}
+    print("service level", flush=True)
+    results["service"] = service_level(args.model_dir, args.seconds, args.soak_requests)
+    default = next((m for m in models if json.loads(m.read_text()).get("default")), models[0])
+    has_torch_baseline = "PyTorch eager fp32" in results["models"][default.stem]
+    if has_torch_baseline:
+        print("baseline", flush=True)
+        results["baseline"] = baseline_level(default, args.seconds)
+    results["default_model"] = default.stem
+    (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    plot(results["service"], results.get("baseline"), args.out / "latency.png")
+    from benchmarks.report import write_report
+
+    write_report(results, args.out / "RESULTS.md")
+    print(f"wrote {args.out / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()
