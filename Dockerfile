@@ -15,7 +15,6 @@ RUN /opt/venv/bin/pip install . \
  && /opt/venv/bin/python -c "import importlib.util, sys; sys.exit('torch found' if importlib.util.find_spec('torch') else 0)"
 
 FROM python:3.11-slim
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv
 # Served models live in /models: mount a folder there to add models without rebuilding.
 COPY model /models
@@ -26,7 +25,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     CIFAR_ONNX_MODEL_DIR=/models \
     CIFAR_ONNX_WORKERS=1 \
     CIFAR_ONNX_INTRA_OP_THREADS=1
-USER app
+# A numeric non-root user: nothing runs as root, and no user database is needed.
+USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=4s --start-period=15s --retries=3 CMD ["cifar-onnx", "health"]
 # `cifar-onnx serve` runs uvicorn with the CIFAR_ONNX_* settings above.

@@ -246,8 +246,8 @@ def _vgg16_bn(width: float = 1.0, resolution: int = 32, pretrained: bool = True,
 REGISTRY: dict[str, Entry] = {
     "airbench": Entry(_airbench, "airbench94-style CNN from scratch (Keller Jordan), 2.0M params"),
     "efficientnet_lite0": Entry(_efficientnet(0), "EfficientNet-Lite0, ImageNet-pretrained, 3.4M params"),
-    "efficientnet_lite1": Entry(_efficientnet(1), "EfficientNet-Lite1, ImageNet-pretrained, 4.2M params"),
-    "efficientnet_lite2": Entry(_efficientnet(2), "EfficientNet-Lite2, ImageNet-pretrained, 4.9M params"),
+    "efficientnet_lite1": Entry(_efficientnet(1), "EfficientNet-Lite1, ImageNet-pretrained"),
+    "efficientnet_lite2": Entry(_efficientnet(2), "EfficientNet-Lite2, ImageNet-pretrained"),
     "vgg16_bn": Entry(_vgg16_bn, "VGG16 with BatchNorm, torchvision layout, width multiplier"),
 }
 

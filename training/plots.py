@@ -65,7 +65,7 @@ def mistakes(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, path: Pa
     wrong = np.flatnonzero(pred != labels)
     wrong = wrong[np.argsort(-probs[wrong, pred[wrong]])][:count]
     cols = 8
-    fig, axes = plt.subplots(len(wrong) // cols or 1, cols, figsize=(cols * 1.35, (len(wrong) // cols or 1) * 1.6))
+    fig, axes = plt.subplots(len(wrong) // cols or 1, cols, figsize=(cols * 1.35, (len(wrong) // cols or 1) * 1.95))
     for ax, i in zip(np.ravel(axes), wrong):
         ax.imshow(images[i], interpolation="nearest")
         ax.set_title(f"{CLASSES[pred[i]]} {probs[i, pred[i]]:.0%}\n(is {CLASSES[labels[i]]})", fontsize=7)

@@ -284,6 +284,11 @@ def train(args: argparse.Namespace) -> Path:
               "recipe": recipe, "data": data.source, "train_images": len(train_x),
               "val_images": len(data.val.labels), "seed": args.seed, "threads": args.threads,
               "environment": environment()}  # fmt: skip
+    if ckpt and (run_dir / "run.json").exists():  # keep the command that started the run
+        first = json.loads((run_dir / "run.json").read_text())
+        record["resumed"] = [*first.get("resumed", []), {"command": record["command"], "at_epoch": state["epoch"],
+                                                           "threads": args.threads}]  # fmt: skip
+        record["command"], record["threads"] = first["command"], first["threads"]
     (run_dir / "run.json").write_text(json.dumps(record, indent=2))
     print(f"{args.model}: {built.init}; {len(train_x)} train images, {total_steps} steps", flush=True)
 
