@@ -84,3 +84,26 @@ def test_ukrainian_keyboard_and_phone(server: str, browser) -> None:
     page.wait_for_selector("#top-class", timeout=15_000)
     assert "Схоже, це" in page.inner_text("#result")
     page.close()
+
+
+def drop_or_paste_script(event: str) -> str:
+    """JavaScript that builds a File from the bytes given as its argument and dispatches a drop
+    on the drop zone or a paste on the document, as a person's drag or Ctrl+V would."""
+    target = "document.getElementById('dropzone')" if event == "drop" else "document"
+    make = ("new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true})" if event == "drop"
+            else "new ClipboardEvent('paste', {clipboardData: dt, bubbles: true, cancelable: true})")
+    return f"""bytes => {{
+        const dt = new DataTransfer();
+        dt.items.add(new File([new Uint8Array(bytes)], 'photo.jpg', {{type: 'image/jpeg'}}));
+        {target}.dispatchEvent({make});
+    }}"""
+
+
+@pytest.mark.parametrize("event", ["drop", "paste"])
+def test_drag_and_drop_and_paste_classify(server: str, browser, event: str) -> None:
+    page = browser.new_page()
+    page.goto(server + "/?lang=en")
+    page.evaluate(drop_or_paste_script(event), list((SAMPLES / "truck.jpg").read_bytes()))
+    page.wait_for_selector("#top-class", timeout=15_000)
+    assert page.locator("#preview").is_visible()
+    page.close()

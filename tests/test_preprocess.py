@@ -91,3 +91,15 @@ def test_pixel_limit_is_checked_before_decoding() -> None:
 )  # fmt: skip
 def test_format_is_sniffed_from_bytes(data: bytes, expected: str | None) -> None:
     assert sniff_format(data) == expected
+
+
+def test_training_reads_the_pixels_the_service_serves(tmp_path) -> None:
+    """Preprocessing parity: training's data loader and the service give the same tensor."""
+    from training.data import CLASSES, _read_folder
+
+    for name in CLASSES:
+        (tmp_path / "test" / name).mkdir(parents=True)
+        (tmp_path / "test" / name / "0000.jpg").write_bytes(sample(name))
+    split = _read_folder(tmp_path, "test")
+    served = np.stack([decode_image(sample(name)) for name in CLASSES])
+    assert np.array_equal(split.images, served) and split.labels.tolist() == list(range(10))

@@ -36,6 +36,7 @@ from training.models import REGISTRY, AirbenchNet, create_model
 from training.train import to_float
 
 OPSET = 17
+QUANTISED_OPS = ["Conv", "Gemm", "MatMul", "Clip", "Relu"]
 DATASET_NOTE = ("CIFAR-10, official split, read from a JPEG quality-75 re-encoding of the official images "
                 "(mean PSNR 30.5 dB against the originals); 45,000 train / 5,000 validation (stratified, "
                 "fixed seed) / 10,000 test")  # fmt: skip
@@ -167,9 +168,12 @@ def quantise(fp32: Path, int8: Path, calibration: np.ndarray, method: str) -> No
         str(prepared), str(int8), Calibration(calibration),
         quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        # Only the heavy ops: probabilities, averaging and resizing stay fp32 (a uint8 softmax
-        # would round every probability to 1/255).
-        op_types_to_quantize=["Conv", "Gemm", "MatMul"],
+        # The heavy ops, plus the ReLU/ReLU6 (Clip) after a conv: quantising them lets ONNX
+        # Runtime give the conv output the activation's range (0..6) instead of the raw
+        # pre-activation range, which cost EfficientNet-Lite0 9 points (92.8% -> 83.8% test).
+        # Probabilities, averaging and resizing stay fp32 (a uint8 softmax would round every
+        # probability to 1/255).
+        op_types_to_quantize=QUANTISED_OPS,
         calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                           "entropy": CalibrationMethod.Entropy}[method],
         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
@@ -295,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         "output": {"name": "probabilities", "dtype": "float32", "shape": ["N", len(CLASSES)]},
         "test_time_augmentation": {i["name"]: i["tta"] for i in infos},
         "quantization": {"format": "QDQ static", "weights": "int8 per-channel symmetric", "activations": "uint8 asymmetric",
-                         "ops": ["Conv", "Gemm", "MatMul"], "calibration": f"{args.calibration}, {len(calib)} training images",
+                         "ops": QUANTISED_OPS, "calibration": f"{args.calibration}, {len(calib)} training images",
                          "tool": f"onnxruntime {ort.__version__}"},
         "accuracy": {"val_fp32": results["fp32"]["val"], "val_int8": results["int8"]["val"],
                      "test_fp32": results["fp32"]["test"], "test_int8": results["int8"]["test"],

@@ -44,6 +44,21 @@ def curves(history: list[dict], title: str, path: Path) -> None:
     plt.close(fig)
 
 
+def accuracy_against_cpu_time(histories: dict[str, list[dict]], path: Path) -> None:
+    """Validation accuracy against the process CPU time spent so far: runs compared at equal cost."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for name, history in histories.items():
+        ax.plot([r["cpu_s"] / 60 for r in history], [r["val_acc"] for r in history], "o-", ms=3, label=name)
+    ax.set(xlabel="process CPU time (minutes)", ylabel="validation accuracy (%)",
+           title="Validation accuracy against training cost (no test-time augmentation)")  # fmt: skip
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def confusion_matrix(matrix: list[list[int]], title: str, path: Path) -> None:
     m = np.asarray(matrix)
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
@@ -84,11 +99,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    histories = {}
     for run in args.run:
         history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
         name = json.loads((run / "run.json").read_text())["model"]
+        histories[name] = history
         curves(history, name, args.out / f"{name}-curves.png")
         (args.out / f"{name}-history.json").write_text(json.dumps(history, indent=1))
+    if len(histories) > 1:
+        accuracy_against_cpu_time(histories, args.out / "accuracy-vs-cpu-time.png")
     if args.model:
         meta = json.loads(args.model.read_text())
         confusion_matrix(meta["confusion_test_int8"], f"{meta['name']} int8: test confusion", args.out / f"{meta['name']}-confusion.png")
