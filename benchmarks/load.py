@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -45,7 +46,10 @@ def run_server(command: list[str], env: dict[str, str], ready_path: str) -> Iter
     """Start `command` (it must listen on env PORT's value), wait for `ready_path` to answer 200."""
     port = int(env["PORT"])
     start = time.perf_counter()
-    proc = subprocess.Popen(command, env={**os.environ, **env}, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # The server's output goes to a file, never an undrained pipe: a request log filling a
+    # 64 KB pipe would block the server mid-benchmark.
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(command, env={**os.environ, **env}, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         while True:
@@ -55,7 +59,8 @@ def run_server(command: list[str], env: dict[str, str], ready_path: str) -> Iter
             except httpx.TransportError:
                 pass
             if proc.poll() is not None:
-                raise RuntimeError(f"{command} exited: {proc.stderr.read().decode()[-2000:]}")
+                log.seek(0)
+                raise RuntimeError(f"{command} exited: {log.read().decode()[-2000:]}")
             if time.perf_counter() - start > 60:
                 raise RuntimeError(f"{command} not ready after 60 s")
             time.sleep(0.01)
@@ -66,6 +71,7 @@ def run_server(command: list[str], env: dict[str, str], ready_path: str) -> Iter
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
 
 
 def service_command(port: int, model_dir: Path) -> tuple[list[str], dict[str, str]]:

@@ -28,7 +28,8 @@ def write_report(results: dict, path: Path) -> None:
     lines += ["## Model level", "",
               "Same model, same inputs (the test samples, decoded), one process each. Batch-1 latency over "
               f"{results['settings']['runs']} calls after warm-up; throughput at batch 64; cold start = fresh "
-              "interpreter, imports, model load, first prediction; peak RSS of that process.", ""]  # fmt: skip
+              "process spawn (interpreter start), imports, model load, first prediction and exit, timed from "
+              "outside, best of 3; peak RSS (VmHWM) of that process.", ""]  # fmt: skip
     for name, runtimes in results["models"].items():
         torch_ms = runtimes.get("PyTorch eager fp32", {}).get("batch1_1t", {}).get("median_ms")
         rows = []
@@ -55,6 +56,8 @@ def write_report(results: dict, path: Path) -> None:
     for c, r in service["single"].items():
         b = base["single"].get(c) if base else None
         ratio = f" ({r['rps'] / b['rps']:.1f}x)" if b and b["rps"] else ""
+        if b and not b["requests"]:  # nothing answered within the level: say so, not "0 errors"
+            b = {**b, "p50_ms": "none answered", "p99_ms": "-", "errors": "all"}
         rows.append([c, r["p50_ms"], r["p95_ms"], r["p99_ms"], f"{r['rps']}{ratio}", r["errors"],
                      *( [b["p50_ms"], b["p99_ms"], b["rps"], b["errors"]] if b else [])])  # fmt: skip
     header = ["concurrency", "p50 ms", "p95 ms", "p99 ms", "requests/s (x baseline)", "errors"]
