@@ -30,7 +30,7 @@ class ClassifyForm:
     lang: str | None = None
 
 
-def page_context(request: Request, store: ModelStore, lang: str, **extra: Any) -> dict[str, Any]:
+def page_context(store: ModelStore, lang: str, **extra: Any) -> dict[str, Any]:
     models = []
     if store.ready:
         for m in store.models.values():
@@ -59,7 +59,7 @@ def page_error(request: Request, exc: Exception) -> Response:
     store: ModelStore = request.app.state.store
     body = to_error(exc, request)
     lang = language(request)
-    response = render(request, page_context(request, store, lang, error=_error_view(body, lang)), body.status)
+    response = render(request, page_context(store, lang, error=_error_view(body, lang)), body.status)
     response.headers.update(error_headers(exc, body.status))
     return response
 
@@ -76,7 +76,7 @@ class PageController(Controller):
 
     @get("/")
     async def index(self, request: Request, store: ModelStore) -> Template:
-        return render(request, page_context(request, store, language(request)))
+        return render(request, page_context(store, language(request)))
 
     @post("/classify", status_code=200)
     async def classify(self, request: Request, data: Annotated[ClassifyForm, Body(media_type=MULTIPART)],
@@ -90,5 +90,5 @@ class PageController(Controller):
             result: Prediction = (await run_classify(limiter, [(None, payload)], chosen, 5, settings))[0]
         except Exception as exc:
             body = to_error(exc, request)
-            return render(request, page_context(request, store, lang, error=_error_view(body, lang)), body.status)
-        return render(request, page_context(request, store, lang, result=result, selected=chosen.name))
+            return render(request, page_context(store, lang, error=_error_view(body, lang)), body.status)
+        return render(request, page_context(store, lang, result=result, selected=chosen.name))
