@@ -115,19 +115,24 @@ def cold_start(runtime: Runtime, repeats: int = 3) -> dict[str, float]:
 def runtimes_for(model_json: Path, export_dir: Path) -> list[Runtime]:
     """int8 is the served file; fp32 and the torch checkpoints come from the export step's
     cache (they are not shipped); whatever is missing is left out, and said so."""
-    name = json.loads(model_json.read_text())["name"]
+    meta = json.loads(model_json.read_text())
+    name = meta["name"]
     found = [Runtime("ORT int8", "ort", model_json.with_suffix(".onnx"))]
     fp32 = export_dir / name / f"{name}.fp32.onnx"
     if fp32.exists():
         found.append(Runtime("ORT fp32", "ort", fp32))
-    meta = json.loads(model_json.read_text())
-    if all(Path(m.get("checkpoint", "")).exists() for m in meta.get("members", [])) and meta.get("members"):
-        try:
-            import torch  # noqa: F401
-
-            found.append(Runtime("PyTorch eager fp32", "torch", model_json))
-        except ImportError:
-            pass
+    else:
+        print(f"  {name}: no fp32 export at {fp32}; ORT fp32 left out (run training.export)")
+    members = meta.get("members", [])
+    if not members or not all(Path(m.get("checkpoint", "")).exists() for m in members):
+        print(f"  {name}: training checkpoints not on this machine; PyTorch eager left out")
+        return found
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print(f"  {name}: torch not installed; PyTorch eager left out (pip install .[train])")
+        return found
+    found.append(Runtime("PyTorch eager fp32", "torch", model_json))
     return found
 
 

@@ -33,7 +33,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from training.data import CLASSES, cache_dir, load_cifar10
 from training.models import REGISTRY, AirbenchNet, create_model
-from training.train import to_float
 
 OPSET = 17
 QUANTISED_OPS = ["Conv", "Gemm", "MatMul", "Clip", "Relu"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from anyio import CapacityLimiter
@@ -80,5 +79,3 @@ def create_app(settings: Settings | None = None, wait_for_models: bool = False) 
         logging_config=LoggingConfig(log_exceptions="debug", loggers={"cifar_onnx": {"level": settings.log_level.upper()}}),
     )
 
-
-logging.getLogger("cifar_onnx").addHandler(logging.NullHandler())
