@@ -10,10 +10,11 @@ from litestar.testing import TestClient
 
 from cifar_onnx.preprocess import decode_image
 from cifar_onnx.registry import load_model
-from tests.conftest import HAS_SHIPPED, make_client
+from tests.conftest import HAS_SHIPPED, SHIPPED, make_client
 from tests.images import SAMPLES, bad_uploads, odd_valid_images, sample
 
 LABELS = sorted(p.stem for p in SAMPLES.glob("*.jpg"))
+SHIPPED_NAMES = sorted(p.stem for p in SHIPPED.glob("*.onnx"))
 
 
 def post_one(client: TestClient, name: str, data: bytes, **params: object):
@@ -50,9 +51,12 @@ def test_predictions_equal_the_model_run_directly(client: TestClient, model_dir:
 
 
 @pytest.mark.skipif(not HAS_SHIPPED, reason="needs the trained model in model/")
-def test_the_shipped_model_recognises_real_photos(client: TestClient) -> None:
-    correct = [post_one(client, f"{label}.jpg", sample(label)).json()["label"] == label for label in LABELS]
-    assert sum(correct) >= 8, f"only {sum(correct)}/10 sample images classified correctly"
+@pytest.mark.parametrize("name", SHIPPED_NAMES)
+def test_each_shipped_model_is_selectable_and_recognises_real_photos(client: TestClient, name: str) -> None:
+    bodies = [post_one(client, f"{label}.jpg", sample(label), model=name).json() for label in LABELS]
+    assert {b["model"] for b in bodies} == {name}
+    correct = sum(b["label"] == label for b, label in zip(bodies, LABELS))
+    assert correct >= 8, f"{name}: only {correct}/10 sample images classified correctly"
 
 
 @pytest.mark.parametrize("name", sorted(odd_valid_images()))

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     histories = {}
     for run in args.run:
         history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        name = json.loads((run / "run.json").read_text())["model"]
+        name = run.name  # the run folder: two runs of one architecture (say two widths) differ here
         histories[name] = history
         curves(history, name, args.out / f"{name}-curves.png")
         (args.out / f"{name}-history.json").write_text(json.dumps(history, indent=1))
