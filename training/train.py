@@ -62,7 +62,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, head_lr_scale=1.0,
         body_lr_scale=1.0, norm_lr_scale=1.0, schedule=(0.1, 0.25, 0.0), head_warmup_steps=0,
         label_smoothing=0.1, translate=4, flip="random", cutout=8, lookahead=False,
-        whiten_bias_epochs=0,
+        whiten_bias_epochs=0, bf16=True,
     ),
 }  # fmt: skip
 RECIPES["efficientnet_lite1"] = RECIPES["efficientnet_lite2"] = RECIPES["efficientnet_lite0"]
@@ -202,12 +202,13 @@ class Lookahead:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch: int = 500) -> tuple[float, float]:
+def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch: int = 500, bf16: bool = False) -> tuple[float, float]:
     """(mean cross-entropy, accuracy %) over the whole split."""
     model.eval()
     loss, correct = 0.0, 0
     for i in range(0, len(images), batch):
-        logits = model(to_float(images[i : i + batch]))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(to_float(images[i : i + batch])).float()
         y = torch.from_numpy(labels[i : i + batch])
         loss += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
@@ -297,6 +298,9 @@ def train(args: argparse.Namespace) -> Path:
     head_ids = {id(p) for p in model.head.parameters()}
     body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
     warmup = recipe["head_warmup_steps"]
+    # bfloat16 autocast: convolutions and matmuls in bf16 (fp32 weights and optimiser state).
+    # 1.8x the images/s of fp32 for VGG16-BN on this CPU's AVX512-BF16 (training.throughput).
+    bf16 = recipe.get("bf16", False)
 
     while state["epoch"] < recipe["epochs"]:
         epoch = state["epoch"]
@@ -325,8 +329,9 @@ def train(args: argparse.Namespace) -> Path:
             idx = order[i * bs : (i + 1) * bs]
             x = augment(to_float(train_x[idx.numpy()]), idx, epoch, recipe, args.seed, gen)
             y = torch.from_numpy(train_y[idx.numpy()])
-            logits = model(x)
-            loss = loss_fn(logits, y)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(x)
+                loss = loss_fn(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -341,8 +346,8 @@ def train(args: argparse.Namespace) -> Path:
         if lookahead and state["step"] == total_steps:
             lookahead.update(model, 1.0)  # the last step: take the averaged weights
 
-        val_loss, val_acc = evaluate(model, data.val.images, data.val.labels)
-        test_loss, test_acc = evaluate(model, data.test.images, data.test.labels)
+        val_loss, val_acc = evaluate(model, data.val.images, data.val.labels, bf16=bf16)
+        test_loss, test_acc = evaluate(model, data.test.images, data.test.labels, bf16=bf16)
         state["epoch"] += 1
         state["wall"], state["cpu"] = time.time() - started_wall, time.process_time() - started_cpu
         row = {"epoch": state["epoch"], "train_loss": loss_sum / seen, "train_acc": 100 * correct / seen,

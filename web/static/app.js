@@ -29,6 +29,14 @@
     form.requestSubmit();
   });
 
+  // Another model for the same photo: classify it again rather than make the user re-upload.
+  const model = document.getElementById("model");
+  if (model) {
+    model.addEventListener("change", function () {
+      if (input.files.length) form.requestSubmit();
+    });
+  }
+
   ["dragenter", "dragover"].forEach(function (name) {
     zone.addEventListener(name, function (event) {
       event.preventDefault();
