@@ -1,6 +1,9 @@
 """Figures for docs/MODEL.md from a run's metrics and an exported model's test predictions.
 
     python -m training.plots --run ~/.cache/cifar-onnx/runs/airbench --model model/cifar10.json --out docs/img
+
+`--history docs/img/<name>-history.json` puts an earlier run, whose run folder is gone, on the
+accuracy-against-CPU-time figure from the history this script saved for it.
 """
 
 from __future__ import annotations
@@ -94,12 +97,14 @@ def mistakes(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, path: Pa
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, action="append", default=[], help="run directory: training curves")
+    p.add_argument("--history", type=Path, action="append", default=[], help="a saved <name>-history.json: "
+                   "that run on the CPU-time figure only")  # fmt: skip
     p.add_argument("--model", type=Path, help="exported model metadata (model/<name>.json)")
     p.add_argument("--out", type=Path, default=Path("docs/img"))
     p.add_argument("--data-dir")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    histories = {}
+    histories = {path.name.removesuffix("-history.json"): json.loads(path.read_text()) for path in args.history}
     for run in args.run:
         history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
         name = run.name  # the run folder: two runs of one architecture (say two widths) differ here
