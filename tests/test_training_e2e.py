@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from cifar_onnx.preprocess import decode_image
+from cifar_onnx.registry import load_model
 from tests.conftest import REPO, dataset_dir, make_client
 from tests.images import sample
 
@@ -76,3 +78,19 @@ def test_train_export_quantise_evaluate_serve(tmp_path: Path) -> None:
         assert abs(sum(s["probability"] for s in client.post(
             "/api/v1/predict", files={"file": ("cat.jpg", sample("cat"), "image/jpeg")}, params={"top_k": 10}
         ).json()["top_k"]) - 1) < 1e-3  # fmt: skip
+
+    # An ensemble built from the exported files alone: a model averaged with itself must answer
+    # exactly as the model does, in int8 and (its fp32 export being cached) in fp32.
+    run("training.ensemble", "--member", str(model_dir / "cifar10"), "--member", str(model_dir / "cifar10"),
+        "--name", "pair", "--out", str(model_dir), "--data-dir", str(data), env=env)  # fmt: skip
+    pair = json.loads((model_dir / "pair.json").read_text())
+    assert {k: pair["accuracy"][k] for k in ("val_fp32", "test_fp32", "test_int8")} == {
+        k: meta["accuracy"][k] for k in ("val_fp32", "test_fp32", "test_int8")}  # fmt: skip
+    assert pair["parameters"] == 2 * meta["parameters"] and not pair["default"]
+    images = np.stack([decode_image(sample(c)) for c in ("cat", "ship")])
+    single, double = (load_model(model_dir / f"{n}.onnx", threads=1).predict(images) for n in ("cifar10", "pair"))
+    assert np.allclose(single, double, atol=1e-6)
+    with make_client(model_dir) as client:
+        listed = {m["name"] for m in client.get("/api/v1/models").json()["models"]}
+        assert listed == {"cifar10", "pair"}
+

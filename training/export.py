@@ -211,6 +211,58 @@ def latency_ms(sess: ort.InferenceSession, runs: int = 200) -> float:
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
+def measure(paths: dict[str, Path], val_x: np.ndarray, val_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+            threads: int) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Validation and test accuracy, test probabilities, batch-1 latency and size of each file."""
+    results: dict[str, dict[str, Any]] = {}
+    for tag, path in paths.items():
+        sess = session(path, threads)
+        start = time.time()
+        val_p, test_p = ort_probs(sess, val_x), ort_probs(sess, test_x)
+        results[tag] = {"val": accuracy(val_p, val_y), "test": accuracy(test_p, test_y), "test_probs": test_p,
+                        "latency_ms": latency_ms(session(path, 1)), "size_bytes": path.stat().st_size,
+                        "images": {"val": len(val_y), "test": len(test_y)}, "eval_seconds": round(time.time() - start, 1)}  # fmt: skip
+        print(f"{tag}: val {results[tag]['val']:.2f}%  test {results[tag]['test']:.2f}%  "
+              f"batch-1 {results[tag]['latency_ms']} ms  {path.stat().st_size / 1e6:.1f} MB", flush=True)  # fmt: skip
+    return results
+
+
+def write_served(out: Path, name: str, int8: Path, results: dict[str, dict[str, Any]], test_y: np.ndarray,
+                 described: dict[str, Any]) -> Path:  # fmt: skip
+    """Copy the int8 file to `<out>/<name>.onnx` and write `<name>.json`: the measured fields
+    (fp32 ones when an fp32 graph was measured), the contract, and `described` (how it was made)."""
+    work = cache_dir() / "export" / name
+    work.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(work / "test_predictions.npz", labels=test_y,
+                        **{tag: r["test_probs"] for tag, r in results.items()})  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"{name}.onnx"
+    shutil.copyfile(int8, target)
+    int8_probs = results["int8"]["test_probs"]
+    acc = {f"{split}_{tag}": r[split] for tag, r in results.items() for split in ("val", "test")}
+    meta = {
+        "name": name,
+        **described,
+        "classes": list(CLASSES),
+        "input": {"name": "image", "dtype": "uint8", "shape": ["N", 32, 32, 3], "layout": "NHWC", "color": "RGB",
+                  "size": 32, "range": "0..255; scaling, normalisation and resizing happen inside the graph",
+                  "preprocessing": "cifar_onnx.preprocess.decode_image: EXIF orientation, to RGB (alpha on "
+                                   "white), first frame, centre square crop, bicubic antialiased resize to 32x32"},
+        "output": {"name": "probabilities", "dtype": "float32", "shape": ["N", len(CLASSES)]},
+        "accuracy": {**acc, "images": results["int8"]["images"]},
+        "per_class_test_int8": per_class(int8_probs, test_y),
+        "confusion_test_int8": confusion(int8_probs, test_y),
+        "size_bytes": {tag: r["size_bytes"] for tag, r in results.items()},
+        "latency_ms_batch1_1thread": {tag: r["latency_ms"] for tag, r in results.items()},
+        "dataset": DATASET_NOTE,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__,
+                     "onnxruntime": ort.__version__, "numpy": np.__version__, "opset": OPSET},
+        "sha256": sha256(target),
+    }  # fmt: skip
+    target.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"wrote {target} ({target.stat().st_size / 1e6:.2f} MB) and {target.with_suffix('.json')}")
+    return target
+
 
 # ---------------------------------------------------------------------------------------------
 
@@ -263,65 +315,30 @@ def main(argv: list[str] | None = None) -> None:
     calib = data.train.images[rng.permutation(len(data.train.images))[: args.calibration_images]]
     quantise(fp32, int8, calib, args.calibration)
 
-    results: dict[str, Any] = {}
-    for tag, path in (("fp32", fp32), ("int8", int8)):
-        sess = session(path, args.threads)
-        start = time.time()
-        val_p, test_p = ort_probs(sess, val_x), ort_probs(sess, test_x)
-        results[tag] = {"val": accuracy(val_p, val_y), "test": accuracy(test_p, test_y), "test_probs": test_p,
-                        "latency_ms": latency_ms(session(path, 1)), "size_bytes": path.stat().st_size,
-                        "eval_seconds": round(time.time() - start, 1)}  # fmt: skip
-        print(f"{tag}: val {results[tag]['val']:.2f}%  test {results[tag]['test']:.2f}%  "
-              f"batch-1 {results[tag]['latency_ms']} ms  {path.stat().st_size / 1e6:.1f} MB", flush=True)  # fmt: skip
+    results = measure({"fp32": fp32, "int8": int8}, val_x, val_y, test_x, test_y, args.threads)
 
     with FlopCounterMode(display=False) as counter:
         served(torch.zeros(1, 32, 32, 3, dtype=torch.uint8))
-    np.savez_compressed(work / "test_predictions.npz", fp32=results["fp32"]["test_probs"],
-                        int8=results["int8"]["test_probs"], labels=test_y)  # fmt: skip
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    target = args.out / f"{args.name}.onnx"
-    shutil.copyfile(int8, target)
-    int8_probs = results["int8"]["test_probs"]
     names = [i["name"] for i in infos]
-    meta = {
-        "name": args.name,
+    write_served(args.out, args.name, int8, results, test_y, {
         "title": args.title or " + ".join(names) + " (int8)",
         "default": args.default,
         "architecture": " + ".join(f"{n}: {REGISTRY[n].description}" for n in names),
         "members": [{k: v for k, v in i.items() if k not in ("environment",)} for i in infos],
-        "classes": list(CLASSES),
-        "input": {"name": "image", "dtype": "uint8", "shape": ["N", 32, 32, 3], "layout": "NHWC", "color": "RGB",
-                  "size": 32, "range": "0..255; scaling, normalisation and resizing happen inside the graph",
-                  "preprocessing": "cifar_onnx.preprocess.decode_image: EXIF orientation, to RGB (alpha on "
-                                   "white), first frame, centre square crop, bicubic antialiased resize to 32x32"},
-        "output": {"name": "probabilities", "dtype": "float32", "shape": ["N", len(CLASSES)]},
         "test_time_augmentation": {i["name"]: i["tta"] for i in infos},
         "quantization": {"format": "QDQ static", "weights": "int8 per-channel symmetric", "activations": "uint8 asymmetric",
                          "ops": QUANTISED_OPS, "calibration": f"{args.calibration}, {len(calib)} training images",
                          "tool": f"onnxruntime {ort.__version__}"},
-        "accuracy": {"val_fp32": results["fp32"]["val"], "val_int8": results["int8"]["val"],
-                     "test_fp32": results["fp32"]["test"], "test_int8": results["int8"]["test"],
-                     "images": {"val": len(val_y), "test": len(test_y)}},
-        "per_class_test_int8": per_class(int8_probs, test_y),
-        "confusion_test_int8": confusion(int8_probs, test_y),
-        "size_bytes": {"fp32": results["fp32"]["size_bytes"], "int8": results["int8"]["size_bytes"]},
-        "latency_ms_batch1_1thread": {"fp32": results["fp32"]["latency_ms"], "int8": results["int8"]["latency_ms"]},
         "parameters": sum(p.numel() for p in served.parameters()),
         "flops_per_image": counter.get_total_flops(),
         # Summed over members: runs trained side by side (one per core) overlap in wall time.
         "training": {"wall_minutes": round(sum(i["wall_minutes"] for i in infos), 1),
                      "cpu_minutes": round(sum(i["cpu_minutes"] for i in infos), 1),
                      "commands": [i.get("command") for i in infos]},
-        "dataset": DATASET_NOTE,
         "export_command": " ".join(["python", "-m", "training.export", *(argv if argv is not None else sys.argv[1:])]),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__,
-                     "onnxruntime": ort.__version__, "numpy": np.__version__, "opset": OPSET},
         "machine": infos[0].get("environment", {}),
-        "sha256": sha256(target),
-    }  # fmt: skip
-    target.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
-    print(f"wrote {target} ({target.stat().st_size / 1e6:.2f} MB) and {target.with_suffix('.json')}")
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,0 +1,116 @@
+"""Average exported models into one served ONNX graph, without their training checkpoints.
+
+    python -m training.ensemble --member model/efficientnet_lite0 --member model/vgg16_bn \\
+        --name cifar10 --default --title "EfficientNet-Lite0 + VGG16-BN ensemble (int8)"
+
+Each member is a served model (`<path>.onnx` and its `.json`), already int8: its graph is
+copied in whole (weights, quantisation and test-time augmentation as they were measured), all
+members read the one uint8 input, and an ONNX `Mean` averages their probabilities. When every
+member's fp32 export is still in the export cache, the fp32 ensemble is built and measured
+too, so the int8 loss is known; otherwise the metadata says it was not measured.
+`training.export --run A --run B` does the same from checkpoints, with one calibration for all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import compose, helper
+
+from training.data import cache_dir, load_cifar10
+from training.export import measure, write_served
+
+
+def merge(paths: list[Path]) -> onnx.ModelProto:
+    """One graph: input `image` to every member (names prefixed m0_, m1_, ...), `probabilities`
+    the mean of theirs. Members must share the served contract (checked by the service too)."""
+    members = [compose.add_prefix(onnx.load(str(p)), f"m{i}_") for i, p in enumerate(paths)]
+    first = members[0].graph
+    image = onnx.ValueInfoProto()
+    image.CopyFrom(first.input[0])
+    image.name = "image"
+    output = onnx.ValueInfoProto()
+    output.CopyFrom(first.output[0])
+    output.name = "probabilities"
+    nodes, initializers, value_info = [], [], []
+    for i, m in enumerate(members):
+        nodes.append(helper.make_node("Identity", ["image"], [m.graph.input[0].name], name=f"m{i}_input"))
+        nodes += m.graph.node
+        initializers += m.graph.initializer
+        value_info += m.graph.value_info
+    nodes.append(helper.make_node("Mean", [m.graph.output[0].name for m in members], ["probabilities"], name="average"))
+    graph = helper.make_graph(nodes, "ensemble", [image], [output], initializers, value_info=value_info)
+    opsets: dict[str, int] = {}
+    for m in members:
+        for o in m.opset_import:
+            opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
+                              ir_version=max(m.ir_version for m in members), producer_name="cifar-onnx ensemble")  # fmt: skip
+    onnx.checker.check_model(model)
+    return model
+
+
+def described(metas: list[dict[str, Any]], args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    """The ensemble's own metadata fields, from its members' metadata."""
+    return {
+        "title": args.title or " + ".join(m["name"] for m in metas) + " ensemble (int8)",
+        "default": args.default,
+        "architecture": " + ".join(m["architecture"] for m in metas),
+        "members": [member for m in metas for member in m["members"]],
+        "test_time_augmentation": {k: v for m in metas for k, v in m["test_time_augmentation"].items()},
+        "quantization": {**metas[0]["quantization"], "calibration": "each member calibrated on its own: " +
+                         "; ".join(f"{m['name']}: {m['quantization']['calibration']}" for m in metas)},
+        "parameters": sum(m["parameters"] for m in metas),
+        "flops_per_image": sum(m["flops_per_image"] for m in metas),
+        "training": {"wall_minutes": round(sum(m["training"]["wall_minutes"] for m in metas), 1),
+                     "cpu_minutes": round(sum(m["training"]["cpu_minutes"] for m in metas), 1),
+                     "commands": [c for m in metas for c in m["training"]["commands"]]},
+        "export_command": " ".join(["python", "-m", "training.ensemble", *argv]),
+        "machine": {m["name"]: m["machine"] for m in metas},  # members may come from different machines
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--member", type=Path, action="append", required=True, help="served model path without suffix")
+    p.add_argument("--name", required=True, help="writes <out>/<name>.onnx and .json")
+    p.add_argument("--title")
+    p.add_argument("--out", type=Path, default=Path("model"))
+    p.add_argument("--default", action="store_true", help="mark as the default served model")
+    p.add_argument("--data-dir", help="image-folder CIFAR-10; env CIFAR10_DIR")
+    p.add_argument("--download", action="store_true")
+    p.add_argument("--threads", type=int, default=2)
+    argv = sys.argv[1:] if argv is None else argv
+    args = p.parse_args(argv)
+    if len(args.member) < 2:
+        p.error("an ensemble needs at least two --member")
+
+    metas = [json.loads(m.with_suffix(".json").read_text()) for m in args.member]
+    work = cache_dir() / "export" / args.name
+    work.mkdir(parents=True, exist_ok=True)
+    graphs = {"int8": [m.with_suffix(".onnx") for m in args.member],
+              "fp32": [cache_dir() / "export" / m["name"] / f"{m['name']}.fp32.onnx" for m in metas]}
+    if not all(path.exists() for path in graphs["fp32"]):
+        print("fp32 exports of the members are not all in the export cache: fp32 not measured", flush=True)
+        del graphs["fp32"]
+    files = {}
+    for tag, paths in graphs.items():
+        files[tag] = work / f"{args.name}.{tag}.onnx"
+        onnx.save(merge(paths), str(files[tag]))
+
+    data = load_cifar10(args.data_dir, args.download)
+    results = measure(dict(sorted(files.items())), data.val.images, data.val.labels, data.test.images,
+                      data.test.labels, args.threads)  # fmt: skip
+    singles = {m["name"]: m["accuracy"]["val_int8"] for m in metas}
+    print(f"validation int8: ensemble {results['int8']['val']:.2f}% against members {singles}", flush=True)
+    write_served(args.out, args.name, files["int8"], results, np.asarray(data.test.labels), described(metas, args, argv))
+
+
+if __name__ == "__main__":
+    main()
