@@ -58,7 +58,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     ),
     # VGG16-BN in torchvision's layout; ImageNet weights where they can be had, else scratch.
     "vgg16_bn": dict(
-        model=dict(width=0.5, resolution=32), epochs=20, batch_size=128, optimizer="sgd",
+        model=dict(width=0.5, resolution=32), epochs=42, batch_size=128, optimizer="sgd",
         lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, head_lr_scale=1.0,
         body_lr_scale=1.0, norm_lr_scale=1.0, schedule=(0.1, 0.25, 0.0), head_warmup_steps=0,
         label_smoothing=0.1, translate=4, flip="random", cutout=8, lookahead=False,
