@@ -211,6 +211,7 @@ def latency_ms(sess: ort.InferenceSession, runs: int = 200) -> float:
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
+
 def measure(paths: dict[str, Path], val_x: np.ndarray, val_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
             threads: int) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Validation and test accuracy, test probabilities, batch-1 latency and size of each file."""
