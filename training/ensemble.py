@@ -7,7 +7,7 @@ Each member is a served model (`<path>.onnx` and its `.json`), already int8: its
 copied in whole (weights, quantisation and test-time augmentation as they were measured), all
 members read the one uint8 input, and an ONNX `Mean` averages their probabilities. When every
 member's fp32 export is still in the export cache, the fp32 ensemble is built and measured
-too, so the int8 loss is known; otherwise the metadata says it was not measured.
+too, so the int8 loss is known; otherwise the metadata has int8 figures only.
 `training.export --run A --run B` does the same from checkpoints, with one calibration for all.
 """
 
@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 from onnx import compose, helper
 
@@ -109,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
                       data.test.labels, args.threads)  # fmt: skip
     singles = {m["name"]: m["accuracy"]["val_int8"] for m in metas}
     print(f"validation int8: ensemble {results['int8']['val']:.2f}% against members {singles}", flush=True)
-    write_served(args.out, args.name, files["int8"], results, np.asarray(data.test.labels), described(metas, args, argv))
+    write_served(args.out, args.name, files["int8"], results, data.test.labels, described(metas, args, argv))
 
 
 if __name__ == "__main__":
