@@ -44,10 +44,10 @@ def time_calls(fn: Callable[[], object], runs: int, warmup: int) -> list[float]:
 def ort_predictor(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    from cifar_onnx.registry import session_options
+
+    # Made as the service makes its sessions (int8 kernels chosen for this CPU).
+    session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
     return lambda batch: session.run(None, {"image": batch})[0]
 
 

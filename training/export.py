@@ -31,6 +31,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from cifar_onnx.registry import session_options
 from training.data import CLASSES, cache_dir, load_cifar10
 from training.models import REGISTRY, AirbenchNet, create_model
 
@@ -140,9 +141,8 @@ def export_onnx(served: nn.Module, path: Path) -> None:
 
 
 def session(path: Path, threads: int = 2) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    """Made as the service makes its sessions, so what we measure is what it serves."""
+    return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def ort_probs(sess: ort.InferenceSession, images: np.ndarray, batch: int = 250) -> np.ndarray:

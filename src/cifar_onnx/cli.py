@@ -31,7 +31,7 @@ def predict(args: argparse.Namespace) -> int:
     from cifar_onnx.registry import ModelStore
 
     settings = Settings.from_env(model_dir=args.model_dir)
-    store = ModelStore(settings.model_dir, settings.intra_op_threads, settings.default_model)
+    store = ModelStore(settings.model_dir, settings.intra_op_threads, settings.default_model, settings.int8_fusion)
     store.load()
     model = store.get(args.model)
     failed = 0

@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from cifar_onnx.cpu import int8_fusion_is_exact
+from cifar_onnx.trust import apply_temperature, temperature_of, threshold_of
+
 
 class ModelError(RuntimeError):
     """A model file or its metadata is missing, malformed or does not fit its contract."""
@@ -35,14 +38,40 @@ class ServedModel:
     input_name: str
     output_name: str
     image_size: int
+    temperature: float = 1.0  # from the metadata's calibration (cifar_onnx.trust)
+    unsure_threshold: float = 0.0  # calibrated top probability under which a prediction is unsure
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """(N, S, S, 3) uint8 RGB -> (N, classes) float32 probabilities, in one ORT call.
-        InferenceSession.run is thread-safe, so one session serves every request."""
+    def raw(self, batch: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 RGB -> (N, classes) float32 probabilities as the graph computes
+        them, in one ORT call. InferenceSession.run is thread-safe: one session serves all."""
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """The calibrated probabilities: what every route serves."""
+        return apply_temperature(self.raw(batch), self.temperature)
 
-def load_model(onnx_path: Path, threads: int) -> ServedModel:
+
+def fuse_int8(setting: str = "auto") -> bool:
+    """auto: fuse the int8 QDQ pattern into integer kernels only where they are exact (cifar_onnx.cpu);
+    elsewhere ONNX Runtime runs each quantised op as dequantise -> float op -> quantise: the
+    same int8 model and answers, slower. on/off force it."""
+    if setting not in ("auto", "on", "off"):
+        raise ModelError(f"int8_fusion must be auto, on or off, not {setting!r}")
+    return int8_fusion_is_exact() if setting == "auto" else setting == "on"
+
+
+def session_options(threads: int, int8_fusion: str = "auto") -> ort.SessionOptions:
+    """How every ONNX Runtime session of the project is made (service, export, benchmarks)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not fuse_int8(int8_fusion):
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
+    return options
+
+
+def load_model(onnx_path: Path, threads: int, int8_fusion: str = "auto") -> ServedModel:
     meta_path = onnx_path.with_suffix(".json")
     if not meta_path.exists():
         raise ModelError(f"{onnx_path.name} has no metadata file {meta_path.name} beside it")
@@ -51,14 +80,13 @@ def load_model(onnx_path: Path, threads: int) -> ServedModel:
         classes = tuple(meta["classes"])
         contract = meta["input"]
         size, input_name, output_name = int(contract["size"]), contract["name"], meta["output"]["name"]
+        temperature, threshold = temperature_of(meta), threshold_of(meta)
+        if not (temperature > 0 and 0 <= threshold < 1):
+            raise ValueError(f"temperature {temperature} must be > 0 and the unsure threshold {threshold} in [0, 1)")
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"{meta_path}: malformed metadata ({exc!r})") from None
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(onnx_path), session_options(threads, int8_fusion), providers=["CPUExecutionProvider"])
 
     # Check the graph against what the metadata promises, so a mismatch fails at start-up,
     # not on the first request.
@@ -69,7 +97,8 @@ def load_model(onnx_path: Path, threads: int) -> ServedModel:
     if output_name not in outputs or outputs[output_name].shape[-1] != len(classes):
         raise ModelError(f"{onnx_path.name}: the graph has no output {output_name!r} with {len(classes)} classes")
     name = meta.get("name") or onnx_path.stem
-    model = ServedModel(name, onnx_path, meta, session, classes, input_name, output_name, size)
+    model = ServedModel(name, onnx_path, meta, session, classes, input_name, output_name, size,
+                        temperature, threshold)  # fmt: skip
     model.predict(np.zeros((1, size, size, 3), dtype=np.uint8))  # warm-up: first run allocates
     return model
 
@@ -81,6 +110,7 @@ class ModelStore:
     model_dir: Path
     threads: int = 1
     default_name: str = ""
+    int8_fusion: str = "auto"
     models: dict[str, ServedModel] = field(default_factory=dict)
     error: str | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
@@ -94,7 +124,7 @@ class ModelStore:
             paths = sorted(self.model_dir.glob("*.onnx"))
             if not paths:
                 raise ModelError(f"no *.onnx model in {self.model_dir}")
-            loaded = [load_model(p, self.threads) for p in paths]
+            loaded = [load_model(p, self.threads, self.int8_fusion) for p in paths]
             self.models = {m.name: m for m in loaded}
             if not self.default_name:
                 flagged = [m.name for m in loaded if m.metadata.get("default")]

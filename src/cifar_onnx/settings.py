@@ -26,7 +26,14 @@ class Settings:
     max_pixels: int = 40_000_000  # decompression-bomb guard, checked from the header
     max_batch_files: int = 64
     intra_op_threads: int = 1  # per ONNX Runtime call: 1 gives the best throughput under load
+    # Fused integer kernels for the int8 models: auto uses them only where the CPU computes them
+    # exactly (VNNI, or not x86); on/off force it (cifar_onnx.cpu explains why).
+    int8_fusion: str = "auto"
     inference_workers: int = os.cpu_count() or 1  # concurrent inference calls (thread pool)
+    # Requests allowed to wait for an inference worker; past it, 503 at once (overload shedding).
+    max_queue: int = 64
+    explain_size: int = 256  # side of the explain PNG, pixels
+    explain_threads: int = os.cpu_count() or 1  # concurrent ORT calls one explain request splits into
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1  # uvicorn processes
