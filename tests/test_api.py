@@ -30,7 +30,7 @@ def test_predict_returns_the_documented_shape(client: TestClient) -> None:
     response = post_one(client, "cat.jpg", sample("cat"), top_k=5)
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"label", "index", "confidence", "top_k", "model", "inference_ms"}
+    assert set(body) == {"label", "index", "confidence", "top_k", "model", "inference_ms", "unsure", "unsure_reason"}
     assert len(body["top_k"]) == 5
     assert body["top_k"][0] == {"label": body["label"], "index": body["index"], "probability": body["confidence"]}
     probabilities = [s["probability"] for s in body["top_k"]]

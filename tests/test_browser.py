@@ -124,3 +124,38 @@ def test_drag_and_drop_and_paste_classify(server: str, browser, event: str) -> N
     page.wait_for_selector("#top-class", timeout=15_000)
     assert page.locator("#preview").is_visible()
     page.close()
+
+
+@pytest.mark.skipif(not HAS_SHIPPED, reason="needs the trained models in model/")
+@pytest.mark.parametrize("lang, unsure_text, where", [("en", "This may not be any of the ten classes", "Where did it look?"),
+                                                       ("uk", "Можливо, це жоден із десяти класів", "Куди дивилася модель?")])  # fmt: skip
+def test_non_cifar_picture_is_unsure_and_the_heat_map_opens(server: str, browser, tmp_path: Path, lang: str,
+                                                            unsure_text: str, where: str) -> None:  # fmt: skip
+    from PIL import Image
+
+    flat = tmp_path / "grey.png"  # a flat grey square: none of the ten classes
+    Image.new("RGB", (200, 200), (128, 128, 128)).save(flat)
+    page = browser.new_page(viewport={"width": 900, "height": 1100})
+    page.goto(f"{server}/?lang={lang}")
+    page.evaluate("window.__marker = 'same page'")
+    page.set_input_files("#file", str(flat))
+    note = page.wait_for_selector(".unsure-note", timeout=15_000)
+    assert unsure_text in note.inner_text()
+    assert page.get_attribute(".prediction", "data-unsure") == "true"
+    # The best guess is still shown, greyed.
+    assert page.inner_text("#top-class") and page.eval_on_selector(
+        "#top-class", "e => getComputedStyle(e).color") != page.eval_on_selector(".languages a", "e => getComputedStyle(e).color")
+
+    # A ship: confident; the toggle is reached by keyboard and swaps the map in without a reload.
+    page.set_input_files("#file", str(SAMPLES / "ship.jpg"))
+    page.wait_for_selector(".prediction[data-unsure=false]", timeout=15_000)
+    summary = page.locator("details.explain summary")
+    assert summary.inner_text() == where
+    summary.focus()
+    page.keyboard.press("Enter")
+    image = page.wait_for_selector(".heatmap img", timeout=30_000)
+    assert image.get_attribute("alt") and image.evaluate("img => img.complete && img.naturalWidth") == 256
+    assert page.evaluate("window.__marker") == "same page"
+    if lang == "en":
+        page.screenshot(path=str(REPO / "docs" / "img" / "page-explain.png"), full_page=True)
+    page.close()

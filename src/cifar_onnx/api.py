@@ -1,24 +1,24 @@
-"""The JSON API: /api/v1/predict, /api/v1/predict/batch, /api/v1/models."""
+"""The JSON API: /api/v1/predict, /api/v1/predict/batch, /api/v1/explain, /api/v1/models."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from anyio import CapacityLimiter, to_thread
-from litestar import Controller, get, post
-from litestar.datastructures import UploadFile
-from litestar.enums import RequestEncodingType
+from litestar import Controller, Response, get, post
+from litestar.datastructures import ResponseHeader, UploadFile
+from litestar.openapi import ResponseSpec
 from litestar.params import Body, Parameter
 
 from cifar_onnx.classify import Prediction, classify_bytes
 from cifar_onnx.errors import NotReadyError, ServiceError, error_responses
-from cifar_onnx.registry import ModelStore, ServedModel
+from cifar_onnx.registry import ModelStore
+from cifar_onnx.serving import MULTIPART, InferenceQueue, explain_upload, read_upload, served
 from cifar_onnx.settings import Settings
 
-MULTIPART = RequestEncodingType.MULTI_PART
 TopK = Annotated[int, Parameter(ge=1, le=10, description="How many classes to return, most probable first.")]
 ModelName = Annotated[str | None, Parameter(description="A served model's name (GET /api/v1/models); default: the default model.")]
+LabelName = Annotated[str | None, Parameter(description="The class to explain, by name (e.g. `cat`); default: the predicted class.")]
 
 
 @dataclass
@@ -56,24 +56,10 @@ class ModelList:
     models: list[ModelInfo]
 
 
-def served(store: ModelStore, name: str | None) -> ServedModel:
-    if not store.ready:
-        raise NotReadyError(store.error)
-    return store.get(name)
-
-
-async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
-    """The file's bytes, refusing one over the per-file limit."""
-    data = await upload.read(settings.max_upload_bytes + 1)
-    if len(data) > settings.max_upload_bytes:
-        raise ServiceError(413, "payload_too_large",
-                           f"{upload.filename or 'The file'} is larger than the limit of {settings.max_upload_bytes:,} bytes.")  # fmt: skip
-    return data
-
-
-async def run_classify(limiter: CapacityLimiter, files: list[tuple[str | None, bytes]], model: ServedModel, top_k: int, settings: Settings) -> list[Prediction]:
-    """Decode and infer in the thread pool: the event loop keeps serving meanwhile."""
-    return await to_thread.run_sync(classify_bytes, files, model, top_k, settings.max_pixels, limiter=limiter)
+PNG_ANSWER = {200: ResponseSpec(data_container=bytes, media_type="image/png", generate_examples=False,
+                                description="The upload's centre square (the part the model sees) at `explain_size` "
+                                            "pixels a side, with the evidence for the class drawn over it: red where "
+                                            "covering the image lowers the class's probability most.")}  # fmt: skip
 
 
 class PredictionController(Controller):
@@ -83,16 +69,18 @@ class PredictionController(Controller):
     @post("/predict", status_code=200, summary="Classify one image",
           responses=error_responses(400, 413, 415, 422, 503))  # fmt: skip
     async def predict(self, data: Annotated[PredictForm, Body(media_type=MULTIPART)], store: ModelStore,
-                      settings: Settings, limiter: CapacityLimiter, top_k: TopK = 3, model: ModelName = None) -> Prediction:  # fmt: skip
-        """Upload one image as the multipart field `file`; get the most likely class and the top-k."""
+                      settings: Settings, queue: InferenceQueue, top_k: TopK = 3, model: ModelName = None) -> Prediction:  # fmt: skip
+        """Upload one image as the multipart field `file`; get the most likely class and the top-k.
+        Probabilities are calibrated (temperature-scaled); `unsure` says when the top one is too low
+        to trust: the photo may show none of the ten classes."""
         chosen = served(store, model)
         payload = await read_upload(data.file, settings)
-        return (await run_classify(limiter, [(None, payload)], chosen, top_k, settings))[0]
+        return (await queue.run(classify_bytes, [(None, payload)], chosen, top_k, settings.max_pixels))[0]
 
     @post("/predict/batch", status_code=200, summary="Classify several images in one model call",
           responses=error_responses(400, 413, 415, 422, 503))  # fmt: skip
     async def predict_batch(self, data: Annotated[BatchForm, Body(media_type=MULTIPART)], store: ModelStore,
-                            settings: Settings, limiter: CapacityLimiter, top_k: TopK = 3,
+                            settings: Settings, queue: InferenceQueue, top_k: TopK = 3,
                             model: ModelName = None) -> BatchResult:  # fmt: skip
         """Upload up to `max_batch_files` images as repeated multipart fields `files`."""
         chosen = served(store, model)
@@ -104,15 +92,30 @@ class PredictionController(Controller):
                                f"{len(uploads)} files sent; the limit is {settings.max_batch_files} per request.")  # fmt: skip
         names = [u.filename or f"file{i}" for i, u in enumerate(uploads)]
         payloads = [await read_upload(u, settings) for u in uploads]
-        predictions = await run_classify(limiter, list(zip(names, payloads)), chosen, top_k, settings)
+        predictions = await queue.run(classify_bytes, list(zip(names, payloads)), chosen, top_k, settings.max_pixels)
         results = [NamedPrediction(**vars(p), filename=name) for p, name in zip(predictions, names)]
         return BatchResult(results, chosen.name, predictions[0].inference_ms)
 
+    @post("/explain", status_code=200, summary="Where the model looked: a heat map over the image",
+          media_type="image/png", responses={**PNG_ANSWER, **error_responses(400, 413, 415, 422, 503)},
+          response_headers=[ResponseHeader(name="X-Explained-Class", description="The class the map explains.", documentation_only=True),
+                            ResponseHeader(name="X-Class-Probability", description="Its calibrated probability.", documentation_only=True)])  # fmt: skip
+    async def explain(self, data: Annotated[PredictForm, Body(media_type=MULTIPART)], store: ModelStore,
+                      settings: Settings, queue: InferenceQueue, model: ModelName = None,
+                      label: LabelName = None) -> Response[bytes]:  # fmt: skip
+        """Upload one image as the multipart field `file`; get a PNG of it with the evidence for
+        `label` (default: the predicted class) drawn over it. Occlusion sensitivity: each patch of
+        a 4x4 grid over the model's input is covered in turn, and the drop of the class's
+        probability is the patch's evidence. Works for every served model, ensembles included."""
+        found = await explain_upload(queue, data.file, served(store, model), label, settings)
+        return Response(found.png, media_type="image/png",
+                        headers={"X-Explained-Class": found.label, "X-Class-Probability": f"{found.probability:.6f}"})  # fmt: skip
+
     @get("/models", summary="The served models and their metadata", responses=error_responses(503))
     async def models(self, store: ModelStore) -> ModelList:
-        """Each served model with its metadata (classes, input contract, accuracy, provenance)."""
+        """Each served model with its metadata (classes, input contract, accuracy, calibration,
+        unsure threshold, provenance)."""
         if not store.ready:
             raise NotReadyError(store.error)
         infos = [ModelInfo(m.name, m.name == store.default_name, m.metadata) for m in store.models.values()]
         return ModelList(store.default_name, infos)
-

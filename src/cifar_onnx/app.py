@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from anyio import CapacityLimiter
 from litestar import Litestar
 from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.datastructures import State
@@ -21,6 +20,7 @@ from cifar_onnx.api import PredictionController
 from cifar_onnx.errors import json_error_handler
 from cifar_onnx.health import HealthController, MetricsController
 from cifar_onnx.registry import ModelStore
+from cifar_onnx.serving import InferenceQueue
 from cifar_onnx.settings import Settings
 from cifar_onnx.web import PageController
 
@@ -30,17 +30,17 @@ def create_app(settings: Settings | None = None, wait_for_models: bool = False) 
     at once and /health/ready turns 200 when they are warm); `wait_for_models` blocks start-up
     until then instead, which tests and the CLI prefer."""
     settings = settings or Settings.from_env()
-    store = ModelStore(settings.model_dir, settings.intra_op_threads, settings.default_model)
+    store = ModelStore(settings.model_dir, settings.intra_op_threads, settings.default_model, settings.int8_fusion)
 
     def start(app: Litestar) -> None:
-        app.state.limiter = CapacityLimiter(settings.inference_workers)
+        app.state.queue = InferenceQueue(settings.inference_workers, settings.max_queue)
         if wait_for_models:
             store.load()
         else:
             store.load_in_background()
 
-    def provide_limiter(state: State) -> CapacityLimiter:
-        return state.limiter
+    def provide_queue(state: State) -> InferenceQueue:
+        return state.queue
 
     static = Path(settings.web_dir) / "static"
     swagger = SwaggerRenderPlugin(
@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None, wait_for_models: bool = False) 
         dependencies={
             "store": Provide(lambda: store, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),
-            "limiter": Provide(provide_limiter, sync_to_thread=False),
+            "queue": Provide(provide_queue, sync_to_thread=False),
         },
         state=State({"store": store, "settings": settings}),
         on_startup=[start],

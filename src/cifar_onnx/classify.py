@@ -11,6 +11,7 @@ from prometheus_client import Histogram
 
 from cifar_onnx.preprocess import ImageError, decode_image
 from cifar_onnx.registry import ServedModel
+from cifar_onnx.trust import evidence, unsure_reason
 
 INFERENCE_SECONDS = Histogram(
     "cifar_onnx_inference_seconds",
@@ -35,6 +36,8 @@ class Prediction:
     top_k: list[ClassScore]
     model: str
     inference_ms: float
+    unsure: bool  # the evidence spread is under the model's threshold (cifar_onnx.trust)
+    unsure_reason: str | None  # why, for people; null when not unsure
 
 
 def _batch_bucket(n: int) -> str:
@@ -42,18 +45,20 @@ def _batch_bucket(n: int) -> str:
 
 
 def predict_arrays(model: ServedModel, images: np.ndarray, top_k: int) -> list[Prediction]:
-    """Classify (N, S, S, 3) uint8 images in one ORT call; top_k classes per image."""
+    """Classify (N, S, S, 3) uint8 images in one ORT call; top_k calibrated classes per image."""
     start = time.perf_counter()
     probs = model.predict(images)
     seconds = time.perf_counter() - start
     INFERENCE_SECONDS.labels(model.name, _batch_bucket(len(images))).observe(seconds)
     k = max(1, min(top_k, len(model.classes)))
     results = []
-    for row in probs:
+    for row, score in zip(probs, evidence(probs)):
         order = np.argsort(-row, kind="stable")[:k]
         scores = [ClassScore(model.classes[i], int(i), round(float(row[i]), 6)) for i in order]
         best = scores[0]
-        results.append(Prediction(best.label, best.index, best.probability, scores, model.name, round(seconds * 1000, 3)))
+        reason = unsure_reason(float(score), model.unsure_threshold)
+        results.append(Prediction(best.label, best.index, best.probability, scores, model.name, round(seconds * 1000, 3),
+                                  reason is not None, reason))  # fmt: skip
     return results
 
 

@@ -49,11 +49,11 @@ _IMAGE_CODES = {
 # The error responses each route documents in the OpenAPI schema.
 def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
     meaning = {
-        400: "No file, wrong form field, too many files, or a bad parameter value.",
+        400: "No file, wrong form field, too many files, or a bad parameter value (unknown model or label).",
         413: "An uploaded file (or the whole request) is over the size limit.",
         415: "The bytes are not an image format the service decodes (sniffed, not the content type).",
         422: "A corrupt or truncated image, or one with too many pixels.",
-        503: "The model is still loading.",
+        503: "The model is still loading, or the service is at capacity (`overloaded`): retry after Retry-After seconds.",
     }
     return {s: ResponseSpec(data_container=ErrorBody, description=meaning[s]) for s in statuses}
 
@@ -95,7 +95,7 @@ def _explain_validation(exc: HTTPException, request: Request) -> str:
 
 
 def error_headers(exc: Exception, status: int) -> dict[str, str]:
-    """Headers the status requires: Allow on a 405 (RFC 9110), Retry-After while loading."""
+    """Headers the status requires: Allow on a 405 (RFC 9110), Retry-After on a 503 (loading or overloaded)."""
     headers = dict(getattr(exc, "headers", None) or {}) if isinstance(exc, HTTPException) else {}
     if status == 503:
         headers["Retry-After"] = "1"

@@ -80,13 +80,12 @@ def _centre_square(image: Image.Image) -> Image.Image:
     return image.crop((left, top, left + side, top + side))
 
 
-def decode_image(data: bytes, size: int = 32, max_pixels: int = 40_000_000) -> np.ndarray:
-    """Decode an image file's bytes to a (size, size, 3) uint8 RGB array.
+def decode_square(data: bytes, max_pixels: int = 40_000_000) -> Image.Image:
+    """Decode an image file's bytes to the RGB centre square the model looks at, full size.
 
     Steps: sniff the format, refuse pixel counts above `max_pixels` before decoding (the
     header is enough), first frame of an animation, EXIF orientation, any mode to RGB,
-    centre-crop to a square, resize with antialiasing (Pillow's BICUBIC with reducing support).
-    Raises an ImageError subclass that names what is wrong.
+    centre-crop to a square. Raises an ImageError subclass that names what is wrong.
     """
     if not data:
         raise CorruptImageError("The uploaded file is empty (0 bytes); send an image file.")
@@ -120,7 +119,18 @@ def decode_image(data: bytes, size: int = 32, max_pixels: int = 40_000_000) -> n
         ) from None
     if image.size[0] < 1 or image.size[1] < 1:
         raise CorruptImageError("The image has no pixels.")
-    image = _centre_square(image)
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BICUBIC)
-    return np.asarray(image, dtype=np.uint8).copy()
+    return _centre_square(image)
+
+
+def to_model_input(square: Image.Image, size: int = 32) -> np.ndarray:
+    """The centre square as the model's (size, size, 3) uint8 input: bicubic resize with
+    antialiasing (Pillow's BICUBIC with reducing support)."""
+    if square.size != (size, size):
+        square = square.resize((size, size), Image.Resampling.BICUBIC)
+    return np.asarray(square, dtype=np.uint8).copy()
+
+
+def decode_image(data: bytes, size: int = 32, max_pixels: int = 40_000_000) -> np.ndarray:
+    """Decode an image file's bytes to a (size, size, 3) uint8 RGB array (`decode_square`,
+    then `to_model_input`)."""
+    return to_model_input(decode_square(data, max_pixels), size)

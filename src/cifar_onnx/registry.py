@@ -39,7 +39,7 @@ class ServedModel:
     output_name: str
     image_size: int
     temperature: float = 1.0  # from the metadata's calibration (cifar_onnx.trust)
-    unsure_threshold: float = 0.0  # calibrated top probability under which a prediction is unsure
+    unsure_threshold: float = 0.0  # evidence spread under which a prediction is unsure (cifar_onnx.trust)
 
     def raw(self, batch: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 RGB -> (N, classes) float32 probabilities as the graph computes
@@ -81,8 +81,8 @@ def load_model(onnx_path: Path, threads: int, int8_fusion: str = "auto") -> Serv
         contract = meta["input"]
         size, input_name, output_name = int(contract["size"]), contract["name"], meta["output"]["name"]
         temperature, threshold = temperature_of(meta), threshold_of(meta)
-        if not (temperature > 0 and 0 <= threshold < 1):
-            raise ValueError(f"temperature {temperature} must be > 0 and the unsure threshold {threshold} in [0, 1)")
+        if not (temperature > 0 and threshold >= 0):
+            raise ValueError(f"temperature {temperature} must be > 0 and the unsure threshold {threshold} >= 0")
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"{meta_path}: malformed metadata ({exc!r})") from None
 

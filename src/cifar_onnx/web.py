@@ -1,4 +1,5 @@
-"""The page: GET / shows the form; POST /classify answers a fragment to HTMX, a whole page otherwise.
+"""The page: GET / shows the form; POST /classify answers a fragment to HTMX, a whole page otherwise;
+POST /explain-view answers the heat-map fragment that the "Where did it look?" toggle swaps in.
 
 Without JavaScript the form is an ordinary multipart POST and the result comes back as a full
 page; with HTMX only the result section is swapped in. Errors are shown in the page.
@@ -6,20 +7,20 @@ page; with HTMX only the result section is swapped in. Errors are shown in the p
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from anyio import CapacityLimiter
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import Cookie, UploadFile
 from litestar.params import Body
 from litestar.response import Template
 
-from cifar_onnx.api import MULTIPART, read_upload, run_classify, served
-from cifar_onnx.classify import Prediction
+from cifar_onnx.classify import Prediction, classify_bytes
 from cifar_onnx.errors import ErrorBody, ServiceError, error_headers, to_error
 from cifar_onnx.i18n import LANGUAGES, TEXT, class_name, pick_language
 from cifar_onnx.registry import ModelStore
+from cifar_onnx.serving import MULTIPART, InferenceQueue, explain_upload, read_upload, served
 from cifar_onnx.settings import Settings
 
 
@@ -28,6 +29,7 @@ class ClassifyForm:
     file: UploadFile | None = None
     model: str | None = None
     lang: str | None = None
+    label: str | None = None  # explain-view only: the class to explain
 
 
 def page_context(store: ModelStore, lang: str, **extra: Any) -> dict[str, Any]:
@@ -41,9 +43,9 @@ def page_context(store: ModelStore, lang: str, **extra: Any) -> dict[str, Any]:
             "class_name": lambda label: class_name(label, lang), "result": None, "error": None, **extra}  # fmt: skip
 
 
-def render(request: Request, context: dict[str, Any], status: int = 200) -> Template:
+def render(request: Request, context: dict[str, Any], status: int = 200, fragment: str = "_result.html") -> Template:
     """The fragment for HTMX, the whole page for a plain form post; the language is remembered."""
-    name = "_result.html" if request.headers.get("hx-request") == "true" else "index.html"
+    name = fragment if request.headers.get("hx-request") == "true" else "index.html"
     cookie = Cookie(key="lang", value=context["lang"], max_age=365 * 24 * 3600, samesite="lax")
     return Template(template_name=name, context=context, status_code=status, cookies=[cookie])
 
@@ -80,15 +82,32 @@ class PageController(Controller):
 
     @post("/classify", status_code=200)
     async def classify(self, request: Request, data: Annotated[ClassifyForm, Body(media_type=MULTIPART)],
-                       store: ModelStore, settings: Settings, limiter: CapacityLimiter) -> Template:  # fmt: skip
+                       store: ModelStore, settings: Settings, queue: InferenceQueue) -> Template:  # fmt: skip
         lang = language(request, data.lang)
         try:
             chosen = served(store, data.model or None)
             payload = await read_upload(data.file, settings) if data.file is not None else b""
             if not payload:
                 raise ServiceError(400, "no_file", "Choose an image file first.")
-            result: Prediction = (await run_classify(limiter, [(None, payload)], chosen, 5, settings))[0]
+            result: Prediction = (await queue.run(classify_bytes, [(None, payload)], chosen, 5, settings.max_pixels))[0]
         except Exception as exc:
             body = to_error(exc, request)
             return render(request, page_context(store, lang, error=_error_view(body, lang)), body.status)
         return render(request, page_context(store, lang, result=result, selected=chosen.name))
+
+    @post("/explain-view", status_code=200)
+    async def explain_view(self, request: Request, data: Annotated[ClassifyForm, Body(media_type=MULTIPART)],
+                           store: ModelStore, settings: Settings, queue: InferenceQueue) -> Template:  # fmt: skip
+        """The heat map as an <img> with a data: URL, for the toggle under a result."""
+        lang = language(request, data.lang)
+        try:
+            if data.file is None:
+                raise ServiceError(400, "no_file", "Choose an image file first.")
+            found = await explain_upload(queue, data.file, served(store, data.model or None), data.label or None, settings)
+        except Exception as exc:
+            body = to_error(exc, request)
+            context = page_context(store, lang, error=_error_view(body, lang))
+            return render(request, context, body.status, fragment="_explanation.html")
+        image = "data:image/png;base64," + base64.b64encode(found.png).decode("ascii")
+        return render(request, page_context(store, lang, explanation={"src": image, "label": found.label}),
+                      fragment="_explanation.html")  # fmt: skip

@@ -1,0 +1,135 @@
+"""Overload shedding (a bounded inference queue) and a graceful drain on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+import uvicorn
+
+import cifar_onnx.api
+from cifar_onnx.app import create_app
+from cifar_onnx.serving import InferenceQueue, OverloadedError
+from cifar_onnx.settings import Settings
+from tests.conftest import free_port
+from tests.images import sample
+
+
+def test_queue_refuses_past_its_bound_then_serves_again() -> None:
+    async def scenario() -> None:
+        queue = InferenceQueue(workers=1, max_queue=1)
+        release = threading.Event()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(queue.run, release.wait)  # running
+            await anyio.sleep(0.05)
+            tasks.start_soon(queue.run, release.wait)  # waiting: the queue is now full
+            await anyio.sleep(0.05)
+            with pytest.raises(OverloadedError) as refused:
+                await queue.run(lambda: None)
+            assert refused.value.status == 503 and "1 requests already waiting" in refused.value.message
+            release.set()
+        assert await queue.run(lambda: 42) == 42
+
+    anyio.run(scenario)
+
+
+def test_overloaded_api_answers_503_json_with_retry_after(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real HTTP, one inference worker held busy by a slowed model, a queue of one: the next
+    request is refused at once with 503; once the queue drains, requests are served again."""
+    real, release = cifar_onnx.api.classify_bytes, threading.Event()
+
+    def held(*args: object):
+        release.wait(10)
+        return real(*args)
+
+    monkeypatch.setattr(cifar_onnx.api, "classify_bytes", held)
+    settings = Settings.from_env(environ={}, model_dir=model_dir, max_queue=1, inference_workers=1)
+    app = create_app(settings, wait_for_models=True)
+    server = uvicorn.Server(uvicorn.Config(app, port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    pool = ThreadPoolExecutor(2)
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{server.config.port}"
+
+        def post() -> httpx.Response:
+            return httpx.post(f"{url}/api/v1/predict", files={"file": ("cat.jpg", sample("cat"), "image/jpeg")}, timeout=20)
+
+        def wait_until(running: int, waiting: int) -> None:
+            for _ in range(200):
+                stats = app.state.queue.limiter.statistics()
+                if (stats.borrowed_tokens, stats.tasks_waiting) == (running, waiting):
+                    return
+                time.sleep(0.02)
+            raise AssertionError(f"queue never reached {running} running, {waiting} waiting")
+
+        first = pool.submit(post)
+        wait_until(1, 0)
+        second = pool.submit(post)
+        wait_until(1, 1)
+        shed = post()
+        assert shed.status_code == 503 and shed.headers["retry-after"] == "1"
+        assert shed.json()["error"] == "overloaded" and "capacity" in shed.json()["message"]
+        assert httpx.get(f"{url}/health/ready").status_code == 200  # shedding is not a fault
+        release.set()
+        assert first.result().status_code == 200 and second.result().status_code == 200
+        assert post().status_code == 200
+        shed_total = re.search(r"^cifar_onnx_shed_requests_total (\S+)$", httpx.get(f"{url}/metrics").text, re.M)
+        assert shed_total and float(shed_total.group(1)) >= 1
+    finally:
+        release.set()
+        pool.shutdown()
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.mark.slow
+def test_sigterm_under_load_answers_every_request_in_flight(model_dir: Path) -> None:
+    """The real server: 12 batch requests in flight, then SIGTERM. Every one is answered 200 and
+    the process exits by itself within 10 s."""
+    port = free_port()
+    env = {**os.environ, "CIFAR_ONNX_MODEL_DIR": str(model_dir), "CIFAR_ONNX_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen([sys.executable, "-m", "cifar_onnx.cli", "serve", "--port", str(port)], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        files = [("files", (f"{i}.jpg", sample("ship"), "image/jpeg")) for i in range(8)]
+        statuses: list[int | str] = []
+
+        def send() -> None:
+            try:
+                statuses.append(httpx.post(f"{url}/api/v1/predict/batch", files=files, timeout=30).status_code)
+            except httpx.HTTPError as exc:
+                statuses.append(type(exc).__name__)
+
+        clients = [threading.Thread(target=send) for _ in range(12)]
+        for thread in clients:
+            thread.start()
+        time.sleep(0.3)  # the requests are sent and queued behind the inference workers
+        proc.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        for thread in clients:
+            thread.join(30)
+        assert statuses == [200] * 12, statuses
+        # uvicorn drains, then re-raises the signal: exit status -SIGTERM is the graceful end.
+        assert proc.wait(10) in (0, -signal.SIGTERM) and time.monotonic() - stopped < 10
+    finally:
+        if proc.poll() is None:
+            proc.kill()
