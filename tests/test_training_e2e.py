@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from cifar_onnx.cpu import bf16_is_fast
 from cifar_onnx.preprocess import decode_image
 from cifar_onnx.registry import load_model
 from tests.conftest import REPO, dataset_dir, make_client
@@ -55,7 +56,9 @@ def test_train_export_quantise_evaluate_serve(tmp_path: Path) -> None:
     env = {**os.environ, "CIFAR_ONNX_CACHE": str(tmp_path / "cache"), "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
     run_dir, model_dir = tmp_path / "run", tmp_path / "models"
     out = run("training.train", "--model", "airbench", "--data-dir", str(data), "--out", str(run_dir),
-              "--epochs", "1", "--threads", "2", env=env)  # fmt: skip
+              "--epochs", "1", "--threads", "2", "--precision", "fp32", env=env)  # fmt: skip
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["precision"] == {"requested": "fp32", "used": "fp32"} and "cpu_flags" in record["environment"]
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(history) == 1 and {"train_acc", "val_acc", "test_acc", "cpu_s"} <= set(history[0])
     assert "done:" in out and (run_dir / "final.pt").exists()
@@ -72,9 +75,19 @@ def test_train_export_quantise_evaluate_serve(tmp_path: Path) -> None:
     assert meta["accuracy"]["images"] == {"val": 30, "test": 100}
     assert meta["size_bytes"]["int8"] < meta["size_bytes"]["fp32"] / 2, "int8 weights: about 4x smaller"
 
+    assert meta["members"][0]["precision"]["used"] == "fp32"
+
+    # Calibration, the unsure threshold and the map check, fitted on the tiny model's validation split.
+    run("training.trust", "--model-dir", str(model_dir), "--data-dir", str(data), "--explain-count", "8",
+        "--plots", str(tmp_path), env=env)  # fmt: skip
+    meta = json.loads((model_dir / "cifar10.json").read_text())
+    assert meta["calibration"]["temperature"] > 0 and meta["unsure"]["threshold"] >= 0
+    assert 0 <= meta["unsure"]["ood_flagged"] <= 100 and (tmp_path / "cifar10-reliability.png").exists()
+
     with make_client(model_dir) as client:
         response = client.post("/api/v1/predict", files={"file": ("cat.jpg", sample("cat"), "image/jpeg")})
         assert response.status_code == 200 and response.json()["model"] == "cifar10"
+        assert isinstance(response.json()["unsure"], bool)
         assert abs(sum(s["probability"] for s in client.post(
             "/api/v1/predict", files={"file": ("cat.jpg", sample("cat"), "image/jpeg")}, params={"top_k": 10}
         ).json()["top_k"]) - 1) < 1e-3  # fmt: skip
@@ -94,3 +107,12 @@ def test_train_export_quantise_evaluate_serve(tmp_path: Path) -> None:
         listed = {m["name"] for m in client.get("/api/v1/models").json()["models"]}
         assert listed == {"cifar10", "pair"}
 
+
+@pytest.mark.skipif(not bf16_is_fast(), reason="this CPU has neither AMX nor AVX512-BF16: bf16 is emulated here")
+def test_training_in_bf16_where_the_cpu_has_it(tmp_path: Path) -> None:
+    data = tiny_folder(tmp_path / "cifar", per_class_train=20, per_class_test=5)
+    env = {**os.environ, "CIFAR_ONNX_CACHE": str(tmp_path / "cache"), "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
+    run_dir = tmp_path / "run"
+    run("training.train", "--model", "airbench", "--data-dir", str(data), "--out", str(run_dir), "--epochs", "1",
+        "--threads", "2", env=env)  # fmt: skip
+    assert json.loads((run_dir / "run.json").read_text())["precision"] == {"requested": "auto", "used": "bf16"}
