@@ -20,7 +20,7 @@ from cifar_onnx.api import PredictionController
 from cifar_onnx.errors import json_error_handler
 from cifar_onnx.health import HealthController, MetricsController
 from cifar_onnx.registry import ModelStore
-from cifar_onnx.serving import InferenceQueue
+from cifar_onnx.serving import InferenceQueue, shed_early
 from cifar_onnx.settings import Settings
 from cifar_onnx.web import PageController
 
@@ -75,7 +75,8 @@ def create_app(settings: Settings | None = None, wait_for_models: bool = False) 
             path="/schema",
             render_plugins=[swagger],
         ),
-        middleware=[PrometheusConfig(app_name="cifar_onnx", prefix="cifar_onnx", group_path=True).middleware],
+        # Prometheus outermost, so that requests refused by shed_early are counted too.
+        middleware=[PrometheusConfig(app_name="cifar_onnx", prefix="cifar_onnx", group_path=True).middleware, shed_early],
         logging_config=LoggingConfig(log_exceptions="debug", loggers={"cifar_onnx": {"level": settings.log_level.upper()}}),
     )
 

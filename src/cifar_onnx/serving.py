@@ -9,12 +9,14 @@ seconds late helps nobody.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TypeVar
 
 from anyio import CapacityLimiter, to_thread
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
+from litestar.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import Counter, Gauge
 
 from cifar_onnx.errors import NotReadyError, ServiceError
@@ -44,12 +46,44 @@ class InferenceQueue:
         self.max_queue = max_queue
         WAITING.set_function(lambda: self.limiter.statistics().tasks_waiting)
 
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
+    def waiting_if_full(self) -> int | None:
+        """How many wait, when every worker is busy and the queue is at its bound; else None."""
         stats = self.limiter.statistics()
         if stats.borrowed_tokens >= self.limiter.total_tokens and stats.tasks_waiting >= self.max_queue:
+            return stats.tasks_waiting
+        return None
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        waiting = self.waiting_if_full()
+        if waiting is not None:
             SHED.inc()
-            raise OverloadedError(stats.tasks_waiting)
+            raise OverloadedError(waiting)
         return await to_thread.run_sync(fn, *args, limiter=self.limiter)
+
+
+def shed_early(app: ASGIApp) -> ASGIApp:
+    """ASGI middleware: refuse an API upload while the queue is full before its body is parsed.
+    A refusal must cost far less than an answer, or under overload the event loop spends the
+    cores parsing uploads it then refuses (measured: with the check only in `run`, 256 clients
+    that retry at once kept p99 above 6 s). The page's routes keep the check in `run`, so that
+    a person sees the refusal in the page."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].startswith("/api/"):
+            queue = getattr(scope["app"].state, "queue", None)
+            waiting = queue.waiting_if_full() if queue is not None else None
+            if waiting is not None:
+                SHED.inc()
+                error = OverloadedError(waiting)
+                body = json.dumps({"status": error.status, "error": error.error, "message": error.message}).encode()
+                await send({"type": "http.response.start", "status": 503,
+                            "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1"),
+                                        (b"content-length", str(len(body)).encode())]})  # fmt: skip
+                await send({"type": "http.response.body", "body": body})
+                return
+        await app(scope, receive, send)
+
+    return middleware
 
 
 def served(store: ModelStore, name: str | None) -> ServedModel:
