@@ -13,6 +13,8 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${CIFAR_ONNX_CACHE:-$HOME/.cache/cifar-onnx}/container
 port=${CHECK_PORT:-18000}
 proxy_port=${CHECK_PROXY_PORT:-18080}
+# The project's Python (httpx for the scale check), found before the tools' venv joins PATH.
+python=$(command -v "${PYTHON:-python3}")
 mkdir -p "$cache"
 log() { printf '\n== %s\n' "$*"; }
 
@@ -106,6 +108,7 @@ FROM python:3.11-slim
 RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx \
  && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/default \
  && ln -sf /dev/stdout /var/log/nginx/access.log && ln -sf /dev/stderr /var/log/nginx/error.log
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 EXPOSE 80
 CMD ["nginx", "-g", "daemon off;"]
 DOCKERFILE
@@ -114,6 +117,6 @@ fi
 export CIFAR_ONNX_PROXY_PORT=$proxy_port
 docker-compose -p cifar-onnx-check --profile scale up -d --wait --wait-timeout 180
 curl -fsS "http://127.0.0.1:$proxy_port/health/ready" >/dev/null && echo "the proxy answers"
-python3 -m benchmarks.scale --project cifar-onnx-check --proxy "http://127.0.0.1:$proxy_port" \
+"$python" -m benchmarks.scale --project cifar-onnx-check --proxy "http://127.0.0.1:$proxy_port" \
   --seconds "${SCALE_SECONDS:-9}" ${SCALE_COMPARE:+--compare} ${SCALE_OUT:+--out "$SCALE_OUT"}
 echo "container check passed"

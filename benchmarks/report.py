@@ -70,6 +70,17 @@ def write_report(results: dict, path: Path) -> None:
     lines += ["### `POST /api/v1/predict/batch` (8 images a request)", "",
               *_table(["concurrency", "p50 ms", "p95 ms", "p99 ms", "requests/s", "images/s", "errors"], rows), ""]  # fmt: skip
 
+    explain, c1 = service.get("explain"), service["single"][1]
+    if explain:
+        lines += ["### `POST /api/v1/explain` against `POST /api/v1/predict` (default model, concurrency 1)", "",
+                  "Explain runs the model on 17 images (the photo and 16 with one patch covered), split over two "
+                  "ONNX Runtime calls, and encodes a 256x256 PNG.", "",
+                  *_table(["route", "p50 ms", "p99 ms", "requests/s", "errors"],
+                          [["predict", c1["p50_ms"], c1["p99_ms"], c1["rps"], c1["errors"]],
+                           ["explain", explain["p50_ms"], explain["p99_ms"], explain["rps"], explain["errors"]]]),
+                  "", f"Explain costs {explain['p50_ms'] / c1['p50_ms']:.1f}x a predict call at the median "
+                  "(target: within 10x).", ""]  # fmt: skip
+
     soak = service["soak"]
     growth = soak["rss_end_mb"] - soak["rss_start_mb"]
     lines += ["### Soak and memory", "",
@@ -108,6 +119,34 @@ def write_report(results: dict, path: Path) -> None:
          soak["requests"] >= 50_000 and soak["errors"] == 0),
         ("cold start to ready", "< 2 s", f"{min(service['cold_start_s']):.2f} s", min(service["cold_start_s"]) < 2),
     ]  # fmt: skip
+    if "overload" in results:
+        lines += ["## Overload: shedding against an unbounded queue", "",
+                  "One server process, default model, `wrk` with 2 threads at 64, 128 and 256 connections for "
+                  f"{results['settings']['seconds']} s each; latencies are of all answers (200 and 503 alike). "
+                  "`/health/ready` was polled 4 times a second during each level.", ""]  # fmt: skip
+        rows = []
+        for label, run in results["overload"].items():
+            for c, r in run["levels"].items():
+                rows.append([f"{label} (max_queue {run['max_queue']:,})", c, r["p50_ms"], r["p99_ms"], r["accepted"],
+                             r["shed_503"], r["socket_errors"], f"{r['health_not_200']}/{r['health_checks']}"])
+        lines += _table(["server", "connections", "p50 ms", "p99 ms", "answered 200", "shed (503)", "socket errors",
+                         "/health/ready not 200"], rows) + [""]  # fmt: skip
+    if "scale" in results:
+        scale = results["scale"]
+        kill = scale["kill"]
+        lines += ["## Scale-out: the compose `scale` profile (3 replicas behind nginx)", "",
+                  "Run by `.ci/container-check.sh` (`python -m benchmarks.scale`) on the same machine: every "
+                  "container shares its 2 cores, so more replicas cannot add throughput here; what the profile "
+                  "shows is that the proxy spreads load and survives a replica's death.", "",
+                  f"- Load through the proxy, predictions answered per replica (its own `/metrics`): "
+                  f"{', '.join(f'{k}: {v:.0f}' for k, v in scale['spread']['per_replica'].items())}.",
+                  f"- One replica SIGKILLed under load (wrk, 8 connections): {kill['load']['requests']:,} requests, "
+                  f"**{kill['failed']} failed**; the replica was restarted by its restart policy "
+                  f"({kill['victim_restarts']}x) and all three were healthy again {kill['load']['recovered_in_s']} s "
+                  "after the kill.", ""]  # fmt: skip
+        if "replicas" in scale:
+            lines += _table(["replicas", "requests/s (c=16)", "p50 ms", "p99 ms", "errors"],
+                            [[n, r["rps"], r["p50_ms"], r["p99_ms"], r["errors"]] for n, r in scale["replicas"].items()]) + [""]
     lines += ["## Targets (issue #6)", "",
               *_table(["what", "target", "measured", "met"], [[w, t, v, "yes" if ok else "**no**"] for w, t, v, ok in targets]),
               ""]  # fmt: skip

@@ -19,6 +19,7 @@ import numpy as np
 
 from benchmarks import load
 from benchmarks.model_bench import bench_model
+from benchmarks.overload import overload
 from cifar_onnx.preprocess import decode_image
 
 HERE = Path(__file__).resolve().parent
@@ -62,6 +63,7 @@ def service_level(model_dir: Path, seconds: float, soak_requests: int) -> dict:
         load.check_answer(single, SAMPLE)
         out["rss_idle_mb"] = load.tree_rss_mb(server.pid)
         out["single"] = {c: load.wrk(single, SAMPLE, c, seconds) for c in CONCURRENCY}
+        out["explain"] = load.wrk(server.url + "/api/v1/explain", SAMPLE, 1, seconds)
         out["batch8"] = {c: load.wrk(batch, SAMPLE, c, seconds, field_name="files", copies=8) for c in (1, 8)}
         out["rss_after_levels_mb"] = load.tree_rss_mb(server.pid)
         rps = out["single"][32]["rps"] or 1
@@ -120,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--soak-requests", type=int, default=50_000)
     p.add_argument("--quick", action="store_true", help="smoke test: short levels, 2,000-request soak")
     p.add_argument("--out", type=Path, default=HERE)
+    p.add_argument("--scale-results", type=Path, help="JSON from benchmarks.scale (the container check) to report")
     args = p.parse_args(argv)
     if args.quick:
         args.seconds, args.runs, args.soak_requests = 3, 100, 2000
@@ -132,6 +135,10 @@ def main(argv: list[str] | None = None) -> None:
     results["models"] = {m.stem: bench_model(m, args.export_dir, images, args.runs) for m in models}
     print("service level", flush=True)
     results["service"] = service_level(args.model_dir, args.seconds, args.soak_requests)
+    print("overload", flush=True)
+    results["overload"] = overload(args.model_dir, args.seconds)
+    if args.scale_results:
+        results["scale"] = json.loads(args.scale_results.read_text())
     default = next((m for m in models if json.loads(m.read_text()).get("default")), models[0])
     has_torch_baseline = "PyTorch eager fp32" in results["models"][default.stem]
     if has_torch_baseline:

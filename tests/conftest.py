@@ -71,23 +71,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server(model_dir: Path) -> Iterator[str]:
-    """The real server as shipped: `cifar-onnx serve` (uvicorn) in a subprocess, on loopback."""
+def start_server(model_dir: Path) -> tuple[subprocess.Popen, str]:
+    """`cifar-onnx serve` (uvicorn) in a subprocess on a free loopback port, once it is ready."""
     port = free_port()
     env = {**os.environ, "CIFAR_ONNX_MODEL_DIR": str(model_dir), "CIFAR_ONNX_LOG_LEVEL": "warning"}
     proc = subprocess.Popen([sys.executable, "-m", "cifar_onnx.cli", "serve", "--port", str(port)], env=env)
     url = f"http://127.0.0.1:{port}"
+    for _ in range(150):
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the server did not become ready in 15 s")
+
+
+@pytest.fixture(scope="session")
+def server(model_dir: Path) -> Iterator[str]:
+    """The real server as shipped, on loopback."""
+    proc, url = start_server(model_dir)
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("the server did not become ready in 10 s")
         yield url
     finally:
         proc.terminate()

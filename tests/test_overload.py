@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +18,7 @@ import cifar_onnx.api
 from cifar_onnx.app import create_app
 from cifar_onnx.serving import InferenceQueue, OverloadedError
 from cifar_onnx.settings import Settings
-from tests.conftest import free_port
+from tests.conftest import free_port, start_server
 from tests.images import sample
 
 
@@ -99,17 +96,8 @@ def test_overloaded_api_answers_503_json_with_retry_after(model_dir: Path, monke
 def test_sigterm_under_load_answers_every_request_in_flight(model_dir: Path) -> None:
     """The real server: 12 batch requests in flight, then SIGTERM. Every one is answered 200 and
     the process exits by itself within 10 s."""
-    port = free_port()
-    env = {**os.environ, "CIFAR_ONNX_MODEL_DIR": str(model_dir), "CIFAR_ONNX_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "cifar_onnx.cli", "serve", "--port", str(port)], env=env)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_server(model_dir)
     try:
-        for _ in range(150):
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
         files = [("files", (f"{i}.jpg", sample("ship"), "image/jpeg")) for i in range(8)]
         statuses: list[int | str] = []
 

@@ -13,7 +13,7 @@ from cifar_onnx.explain import occlusion_map
 from cifar_onnx.preprocess import decode_image
 from cifar_onnx.registry import load_model
 from cifar_onnx.trust import apply_temperature, evidence, unsure_reason
-from tests.conftest import HAS_SHIPPED, SHIPPED, dataset_dir, make_client
+from tests.conftest import HAS_SHIPPED, SHIPPED, dataset_dir
 from tests.images import bad_uploads, encode, png_claiming_huge_size, sample, sample_image
 
 SHIPPED_NAMES = sorted(p.stem for p in SHIPPED.glob("*.onnx"))
