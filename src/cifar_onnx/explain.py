@@ -68,11 +68,22 @@ def colourise(heat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rgb, 0.15 + 0.5 * level
 
 
+def smooth(heat: np.ndarray, width: int = PATCH) -> np.ndarray:
+    """A triangle filter `2 * width - 1` wide along each axis (edges repeated): for the display
+    only, so that the grid's patches blend into a map instead of hard-edged squares."""
+    kernel = np.concatenate([np.arange(1, width + 1), np.arange(width - 1, 0, -1)]).astype(np.float64)
+    kernel /= kernel.sum()
+    out = heat.astype(np.float64)
+    for axis in (0, 1):
+        padded = np.pad(out, [(width - 1, width - 1) if a == axis else (0, 0) for a in (0, 1)], mode="edge")
+        out = np.apply_along_axis(np.convolve, axis, padded, kernel, mode="valid")
+    return out
+
+
 def overlay_png(square: Image.Image, heat: np.ndarray, size: int) -> bytes:
     """The photo's centre square at `size` x `size` with the evidence map over it, as PNG."""
     photo = np.asarray(square.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float64)
-    # Bilinear upsampling of the float map keeps the patches' soft edges.
-    big = np.asarray(Image.fromarray(heat.astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR))
+    big = np.asarray(Image.fromarray(smooth(heat).astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR))
     rgb, alpha = colourise(big)
     blended = photo * (1 - alpha[..., None]) + rgb * alpha[..., None]
     buffer = io.BytesIO()
