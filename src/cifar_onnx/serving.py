@@ -64,9 +64,10 @@ class InferenceQueue:
 def shed_early(app: ASGIApp) -> ASGIApp:
     """ASGI middleware: refuse an API upload while the queue is full before its body is parsed.
     A refusal must cost far less than an answer, or under overload the event loop spends the
-    cores parsing uploads it then refuses (measured: with the check only in `run`, 256 clients
-    that retry at once kept p99 above 6 s). The page's routes keep the check in `run`, so that
-    a person sees the refusal in the page."""
+    cores parsing uploads it then refuses (measured at 256 connections that retry at once: about
+    500 refusals a second with the check only in `run`, about 1,700 with this; benchmarks/
+    RESULTS.md has what the accepted requests' latency does). The page's routes keep the check
+    in `run`, so that a person sees the refusal in the page."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].startswith("/api/"):
