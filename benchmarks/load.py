@@ -152,6 +152,19 @@ class HealthPoller:
         self._thread.join()
 
 
+def wait_idle(url: str, timeout: float = 60) -> None:
+    """Until the server's inference queue is empty (its /metrics gauge), so that a level does not
+    start while the last one's requests still drain."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = httpx.get(url + "/metrics", timeout=5).text
+        waiting = [line for line in text.splitlines() if line.startswith("cifar_onnx_inference_waiting ")]
+        if not waiting or float(waiting[0].split()[1]) == 0:
+            time.sleep(0.5)  # the requests already running finish too
+            return
+        time.sleep(0.2)
+
+
 def check_answer(url: str, image: Path, field_name: str = "file") -> None:
     """The endpoint must really classify before we time it (a fast 4xx is not a result)."""
     response = httpx.post(url, files={field_name: (image.name, image.read_bytes(), "image/jpeg")}, timeout=30)

@@ -23,7 +23,8 @@ UNBOUNDED = 1_000_000
 
 
 def overload(model_dir: Path, seconds: float, queues: dict[str, int] | None = None) -> dict:
-    queues = queues or {"shedding": Settings().max_queue, "unbounded": UNBOUNDED}
+    queues = queues or {"shedding, default bound": Settings().max_queue, "shedding, small bound": 16,
+                        "unbounded": UNBOUNDED}  # fmt: skip
     out: dict = {}
     for label, max_queue in queues.items():
         command, env = load.service_command(load.free_port(), model_dir, max_queue=max_queue)
@@ -32,6 +33,7 @@ def overload(model_dir: Path, seconds: float, queues: dict[str, int] | None = No
             load.check_answer(url, SAMPLE)
             runs = {}
             for connections in LEVELS:
+                load.wait_idle(server.url)
                 with load.HealthPoller(server.url + "/health/ready") as health:
                     run = load.wrk(url, SAMPLE, connections, seconds, threads=2)
                 run["health_checks"], run["health_not_200"] = health.checks, health.failures

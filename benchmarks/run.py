@@ -62,9 +62,15 @@ def service_level(model_dir: Path, seconds: float, soak_requests: int) -> dict:
         single, batch = server.url + "/api/v1/predict", server.url + "/api/v1/predict/batch"
         load.check_answer(single, SAMPLE)
         out["rss_idle_mb"] = load.tree_rss_mb(server.pid)
-        out["single"] = {c: load.wrk(single, SAMPLE, c, seconds) for c in CONCURRENCY}
+        out["single"] = {}
+        for c in CONCURRENCY:
+            load.wait_idle(server.url)
+            out["single"][c] = load.wrk(single, SAMPLE, c, seconds)
+        load.wait_idle(server.url)
         out["explain"] = load.wrk(server.url + "/api/v1/explain", SAMPLE, 1, seconds)
+        load.wait_idle(server.url)
         out["batch8"] = {c: load.wrk(batch, SAMPLE, c, seconds, field_name="files", copies=8) for c in (1, 8)}
+        load.wait_idle(server.url)
         out["rss_after_levels_mb"] = load.tree_rss_mb(server.pid)
         rps = out["single"][32]["rps"] or 1
         duration = max(5.0, 1.15 * soak_requests / rps)
@@ -123,7 +129,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="smoke test: short levels, 2,000-request soak")
     p.add_argument("--out", type=Path, default=HERE)
     p.add_argument("--scale-results", type=Path, help="JSON from benchmarks.scale (the container check) to report")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite RESULTS.md from <out>/results.json (adding --scale-results), measuring nothing")
     args = p.parse_args(argv)
+    if args.report_only:
+        from benchmarks.report import write_report
+
+        results = json.loads((args.out / "results.json").read_text())
+        if args.scale_results:
+            results["scale"] = json.loads(args.scale_results.read_text())
+            (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+        write_report(results, args.out / "RESULTS.md")
+        print(f"wrote {args.out / 'RESULTS.md'}")
+        return
     if args.quick:
         args.seconds, args.runs, args.soak_requests = 3, 100, 2000
 
