@@ -101,7 +101,8 @@ def test_train_export_quantise_evaluate_serve(tmp_path: Path) -> None:
         k: meta["accuracy"][k] for k in ("val_fp32", "test_fp32", "test_int8")}  # fmt: skip
     assert pair["parameters"] == 2 * meta["parameters"] and not pair["default"]
     images = np.stack([decode_image(sample(c)) for c in ("cat", "ship")])
-    single, double = (load_model(model_dir / f"{n}.onnx", threads=1).predict(images) for n in ("cifar10", "pair"))
+    # The graphs (before the calibration that training.trust fitted for cifar10 alone) agree.
+    single, double = (load_model(model_dir / f"{n}.onnx", threads=1).raw(images) for n in ("cifar10", "pair"))
     assert np.allclose(single, double, atol=1e-6)
     with make_client(model_dir) as client:
         listed = {m["name"] for m in client.get("/api/v1/models").json()["models"]}
