@@ -100,17 +100,24 @@ def test_sigterm_under_load_answers_every_request_in_flight(model_dir: Path) -> 
     try:
         files = [("files", (f"{i}.jpg", sample("ship"), "image/jpeg")) for i in range(8)]
         statuses: list[int | str] = []
+        # Each client opens its connection first, so that every request is sent on a connection
+        # the server has accepted: SIGTERM then stops new connections, not these.
+        ready = threading.Barrier(13)
 
         def send() -> None:
-            try:
-                statuses.append(httpx.post(f"{url}/api/v1/predict/batch", files=files, timeout=30).status_code)
-            except httpx.HTTPError as exc:
-                statuses.append(type(exc).__name__)
+            with httpx.Client(base_url=url, timeout=30) as client:
+                client.get("/health/live")
+                ready.wait()
+                try:
+                    statuses.append(client.post("/api/v1/predict/batch", files=files).status_code)
+                except httpx.HTTPError as exc:
+                    statuses.append(type(exc).__name__)
 
         clients = [threading.Thread(target=send) for _ in range(12)]
         for thread in clients:
             thread.start()
-        time.sleep(0.3)  # the requests are sent and queued behind the inference workers
+        ready.wait()
+        time.sleep(0.5)  # the requests are sent and queued behind the inference workers
         proc.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
         for thread in clients:
