@@ -59,7 +59,7 @@ def hit(model: ServedModel, item: Composite) -> bool:
     patch, or several tied) lies in the pasted box. The centre, not np.argmax's first pixel: the
     map is constant over a patch, and the first pixel is the patch's top-left corner, which lies
     outside the box whenever the patch straddles its top or left edge."""
-    heat, _ = occlusion_map(model, item.image, item.label)
+    heat, _, _ = occlusion_map(model, item.image, item.label)
     rows, cols = np.nonzero(heat == heat.max())
     y, x = rows.mean() + 0.5, cols.mean() + 0.5  # pixel centres, in the box's edge coordinates
     top, left, bottom, right = item.box

@@ -41,22 +41,25 @@ def occlusion_masks(size: int, patch: int = PATCH, stride: int = STRIDE) -> np.n
     return masks
 
 
-def occlusion_map(model: ServedModel, image: np.ndarray, index: int, threads: int = 1) -> tuple[np.ndarray, float]:
-    """Per-pixel evidence for class `index` in a (S, S, 3) uint8 image, and the class's
-    probability on the whole image. Evidence is the mean drop of the class probability over the
-    patches that cover the pixel; negative where covering a pixel helps the class. `threads` > 1
-    splits the batch over that many concurrent ORT calls (one session serves them all)."""
+def occlusion_map(model: ServedModel, image: np.ndarray, index: int | None, threads: int = 1) -> tuple[np.ndarray, int, float]:
+    """Per-pixel evidence for class `index` (None: the predicted class) in a (S, S, 3) uint8
+    image, the class, and its probability on the whole image. Evidence is the mean drop of the
+    class probability over the patches that cover the pixel; negative where covering a pixel
+    helps the class. `threads` > 1 splits the batch over that many concurrent ORT calls (one
+    session serves them all)."""
     masks = occlusion_masks(image.shape[0])
     batch = np.repeat(image[None], len(masks) + 1, axis=0)
     batch[1:][masks] = image.reshape(-1, 3).mean(axis=0).round().astype(np.uint8)
     if threads > 1:
         with ThreadPoolExecutor(threads) as pool:
-            probs = np.concatenate(list(pool.map(model.predict, np.array_split(batch, threads))))[:, index]
+            all_probs = np.concatenate(list(pool.map(model.predict, np.array_split(batch, threads))))
     else:
-        probs = model.predict(batch)[:, index]
+        all_probs = model.predict(batch)
+    index = int(all_probs[0].argmax()) if index is None else index
+    probs = all_probs[:, index]
     drops = probs[0] - probs[1:]
     heat = np.tensordot(drops, masks, axes=1) / np.maximum(masks.sum(axis=0), 1)
-    return heat.astype(np.float32), float(probs[0])
+    return heat.astype(np.float32), index, float(probs[0])
 
 
 def colourise(heat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -102,8 +105,5 @@ class Explanation:
 def explain_bytes(data: bytes, model: ServedModel, index: int | None, size: int, threads: int, max_pixels: int) -> Explanation:
     """Decode an upload and explain class `index` (None: the predicted class)."""
     square = decode_square(data, max_pixels)
-    image = to_model_input(square, model.image_size)
-    if index is None:
-        index = int(model.predict(image[None])[0].argmax())
-    heat, probability = occlusion_map(model, image, index, threads)
+    heat, index, probability = occlusion_map(model, to_model_input(square, model.image_size), index, threads)
     return Explanation(overlay_png(square, heat, size), model.classes[index], index, probability)
