@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+import httpx
+
 from benchmarks import load
 from cifar_onnx.settings import Settings
 
@@ -43,7 +45,7 @@ def overload(model_dir: Path, seconds: float, queues: dict[str, int] | None = No
                       f"socket errors {run['socket_errors']}, health not 200: {health.failures}/{health.checks}",
                       flush=True)  # fmt: skip
             out[label] = {"max_queue": max_queue, "levels": runs,
-                          "ready_after": load.httpx.get(server.url + "/health/ready", timeout=5).status_code}  # fmt: skip
+                          "ready_after": httpx.get(server.url + "/health/ready", timeout=5).status_code}  # fmt: skip
     return out
 
 

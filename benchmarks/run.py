@@ -20,6 +20,7 @@ import numpy as np
 from benchmarks import load
 from benchmarks.model_bench import bench_model
 from benchmarks.overload import overload
+from cifar_onnx.cpu import cpu_model, relevant_flags
 from cifar_onnx.preprocess import decode_image
 
 HERE = Path(__file__).resolve().parent
@@ -32,8 +33,6 @@ def machine() -> dict[str, str]:
     import onnxruntime
     import psutil
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())  # fmt: skip
     versions = {"python": platform.python_version(), "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
     try:
         import torch
@@ -41,7 +40,8 @@ def machine() -> dict[str, str]:
         versions["torch"] = torch.__version__
     except ImportError:
         pass
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "memory_gb": f"{psutil.virtual_memory().total / 2**30:.0f}",
+    # The flags decide whether the int8 models run fused (cifar_onnx.cpu): part of every figure.
+    return {"cpu": cpu_model(), "cpu_flags": " ".join(relevant_flags()), "cores": str(os.cpu_count()), "memory_gb": f"{psutil.virtual_memory().total / 2**30:.0f}",
             "os": platform.platform(), **versions, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
 
 
@@ -135,7 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.report_only:
         from benchmarks.report import write_report
 
-        results = json.loads((args.out / "results.json").read_text())
+        # JSON turned the concurrency levels (int keys) into strings: turn them back.
+        results = json.loads((args.out / "results.json").read_text(),
+                             object_hook=lambda d: {int(k) if k.isdigit() else k: v for k, v in d.items()})
         if args.scale_results:
             results["scale"] = json.loads(args.scale_results.read_text())
             (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
