@@ -48,6 +48,14 @@ def served_counts(project: str) -> dict[str, float]:
     return {cid[:12]: float(docker("exec", cid, "python", "-c", COUNT_SCRIPT)) for cid in replicas(project)}
 
 
+def proxy_failures(project: str) -> list[str]:
+    """nginx's access and error log lines that are not a 200 answer: what a failed request met."""
+    ids = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}",
+                 "--filter", "label=com.docker.compose.service=proxy").split()  # fmt: skip
+    logs = subprocess.run(["docker", "logs", *ids[:1]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True).stdout
+    return [line for line in logs.splitlines() if '" 200 ' not in line][-30:]
+
+
 def wait_healthy(project: str, count: int, timeout: float = 120) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
@@ -124,7 +132,10 @@ def main(argv: list[str] | None = None) -> None:
     if not results["spread"]["every_replica_served"]:
         problems.append("a replica served no request")
     if kill["failed"] or kill["proxy_after"] != 200:
-        problems.append(f"{kill['failed']} requests failed while a replica was killed")
+        kinds = {k.removeprefix("errors_"): v for k, v in kill["load"].items() if k.startswith("errors_") and v}
+        problems.append(f"{kill['failed']} requests failed while a replica was killed ({kinds}); "
+                        f"the proxy after: {kill['proxy_after']}")  # fmt: skip
+        print("the proxy's log, answers other than 200:", *proxy_failures(args.project), sep="\n", flush=True)
     if problems:
         raise SystemExit("; ".join(problems))
 
