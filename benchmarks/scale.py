@@ -52,7 +52,7 @@ def proxy_failures(project: str) -> list[str]:
     """nginx's access and error log lines that are not a 200 answer: what a failed request met."""
     ids = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}",
                  "--filter", "label=com.docker.compose.service=proxy").split()  # fmt: skip
-    logs = subprocess.run(["docker", "logs", *ids[:1]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True).stdout
+    logs = subprocess.run(["docker", "logs", *ids[:1]], check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True).stdout
     return [line for line in logs.splitlines() if '" 200 ' not in line][-30:]
 
 
