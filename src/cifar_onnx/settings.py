@@ -31,7 +31,7 @@ class Settings:
     int8_fusion: str = "auto"
     inference_workers: int = os.cpu_count() or 1  # concurrent inference calls (thread pool)
     # Requests allowed to wait for an inference worker; past it, 503 at once (overload shedding).
-    max_queue: int = 64  # measured with python -m benchmarks.overload (benchmarks/RESULTS.md)
+    max_queue: int = 32  # measured with python -m benchmarks.overload (benchmarks/RESULTS.md)
     explain_size: int = 256  # side of the explain PNG, pixels
     explain_threads: int = os.cpu_count() or 1  # concurrent ORT calls one explain request splits into
     host: str = "127.0.0.1"
