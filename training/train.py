@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from cifar_onnx.cpu import bf16_is_fast, cpu_model, relevant_flags
 from training.data import cache_dir, load_cifar10
-from training.models import AirbenchNet, create_model
+from training.models import AirbenchNet, VGG16BN, create_model
 
 # ---------------------------------------------------------------------------------------------
 # Recipes: every hyperparameter of a run, one dict per model. The values were chosen on the
@@ -277,6 +277,8 @@ def train(args: argparse.Namespace) -> Path:
     model = built.model.to(memory_format=torch.channels_last)
     if isinstance(model, AirbenchNet):
         model.init_whitening(to_float(train_x[:5000]))
+    if isinstance(model, VGG16BN) and model.bn_from_data and not ckpt:
+        model.fit_bn_statistics(to_float(train_x[:2000]))
     opt = make_optimizer(model, recipe)
     lookahead = Lookahead(model) if recipe["lookahead"] else None
     state = {"epoch": 0, "step": 0, "wall": 0.0, "cpu": 0.0, "history": []}
