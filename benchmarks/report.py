@@ -64,6 +64,8 @@ def write_report(results: dict, path: Path) -> None:
     if base:
         header += ["baseline p50 ms", "baseline p99 ms", "baseline requests/s", "baseline errors"]
     lines += ["### `POST /api/v1/predict` (one image)", "", *_table(header, rows), "",
+              "Concurrency past the queue bound (`CIFAR_ONNX_MAX_QUEUE` plus the inference workers) is shed "
+              "and measured in the overload section below.", "",
               "![latency and throughput against concurrency](latency.png)", ""]  # fmt: skip
     rows = [[c, r["p50_ms"], r["p95_ms"], r["p99_ms"], r["rps"], round(8 * r["rps"], 1), r["errors"]]
             for c, r in service["batch8"].items()]  # fmt: skip

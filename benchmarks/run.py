@@ -26,7 +26,9 @@ from cifar_onnx.preprocess import decode_image
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SAMPLE = REPO / "tests" / "data" / "cifar" / "ship.jpg"
-CONCURRENCY = (1, 8, 32, 64)
+# Up to the default queue bound: past it the server sheds, which the overload runs measure (with a
+# client that times every answer; wrk's percentiles are wrong for fast refusals, flood.py says why).
+CONCURRENCY = (1, 8, 32)
 
 
 def machine() -> dict[str, str]:

@@ -80,6 +80,9 @@ def test_overloaded_api_answers_503_json_with_retry_after(model_dir: Path, monke
         assert shed.status_code == 503 and shed.headers["retry-after"] == "1"
         assert shed.json()["error"] == "overloaded" and "capacity" in shed.json()["message"]
         assert httpx.get(f"{url}/health/ready").status_code == 200  # shedding is not a fault
+        page = httpx.post(f"{url}/classify", files={"file": ("cat.jpg", sample("cat"), "image/jpeg")},
+                          headers={"HX-Request": "true"}, timeout=20)  # fmt: skip
+        assert page.status_code == 503 and page.headers["retry-after"] == "1" and "capacity" in page.text
         release.set()
         assert first.result().status_code == 200 and second.result().status_code == 200
         assert post().status_code == 200

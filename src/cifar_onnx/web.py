@@ -56,12 +56,15 @@ def language(request: Request, form_lang: str | None = None) -> str:
 
 
 def page_error(request: Request, exc: Exception) -> Response:
-    """Errors on page routes (including those raised before the handler, such as 413): shown
-    in the page, in the page's language, with the real status."""
-    store: ModelStore = request.app.state.store
+    """Errors on page routes raised before the handler (such as 413)."""
+    return error_page(request, request.app.state.store, language(request), exc)
+
+
+def error_page(request: Request, store: ModelStore, lang: str, exc: Exception, fragment: str = "_result.html") -> Template:
+    """An error shown in the page (or the fragment HTMX asked for), in the page's language, with
+    the real status and the headers it requires (Retry-After on a 503)."""
     body = to_error(exc, request)
-    lang = language(request)
-    response = render(request, page_context(store, lang, error=_error_view(body, lang)), body.status)
+    response = render(request, page_context(store, lang, error=_error_view(body, lang)), body.status, fragment)
     response.headers.update(error_headers(exc, body.status))
     return response
 
@@ -91,8 +94,7 @@ class PageController(Controller):
                 raise ServiceError(400, "no_file", "Choose an image file first.")
             result: Prediction = (await queue.run(classify_bytes, [(None, payload)], chosen, 5, settings.max_pixels))[0]
         except Exception as exc:
-            body = to_error(exc, request)
-            return render(request, page_context(store, lang, error=_error_view(body, lang)), body.status)
+            return error_page(request, store, lang, exc)
         return render(request, page_context(store, lang, result=result, selected=chosen.name))
 
     @post("/explain-view", status_code=200)
@@ -105,9 +107,7 @@ class PageController(Controller):
                 raise ServiceError(400, "no_file", "Choose an image file first.")
             found = await explain_upload(queue, data.file, served(store, data.model or None), data.label or None, settings)
         except Exception as exc:
-            body = to_error(exc, request)
-            context = page_context(store, lang, error=_error_view(body, lang))
-            return render(request, context, body.status, fragment="_explanation.html")
+            return error_page(request, store, lang, exc, fragment="_explanation.html")
         image = "data:image/png;base64," + base64.b64encode(found.png).decode("ascii")
         return render(request, page_context(store, lang, explanation={"src": image, "label": found.label}),
                       fragment="_explanation.html")  # fmt: skip
