@@ -99,7 +99,7 @@ def compare(project: str, compose: list[str], proxy: str, seconds: float) -> dic
         subprocess.run([*compose, "restart", "proxy"], check=True, capture_output=True)
         wait_healthy(project, count)
         time.sleep(2)
-        # 16 connections: one replica's 2 workers + its queue of 16 take them all, so no run sheds.
+        # 16 connections: fewer than one replica's places (2 workers + the default queue of 32), so no run sheds.
         out[count] = load.wrk(f"{proxy}/api/v1/predict", SAMPLE, 16, seconds, threads=2)
     return out
 

@@ -292,9 +292,8 @@ class VGG16BN(nn.Module):
             mean, square = torch.stack(moments[bn]).mean(0)
             var = (square - mean**2).clamp_min(0)
             scale = float(square.mean().sqrt())
-            bias = conv.bias if conv.bias is not None else torch.zeros_like(mean)
-            # With the input divided by r_{k-1}: y' = (y - b) / r_{k-1} + b.
-            bn.running_mean.copy_((mean - bias) / previous + bias)
+            # With the input divided by r_{k-1}: y' = (y - b) / r_{k-1} + b (every VGG conv has a bias).
+            bn.running_mean.copy_((mean - conv.bias) / previous + conv.bias)
             bn.running_var.copy_(var / previous**2)
             bn.weight.copy_((bn.running_var + bn.eps).sqrt() * previous / scale)
             bn.bias.copy_(mean / scale)
