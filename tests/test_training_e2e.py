@@ -117,3 +117,37 @@ def test_training_in_bf16_where_the_cpu_has_it(tmp_path: Path) -> None:
     run("training.train", "--model", "airbench", "--data-dir", str(data), "--out", str(run_dir), "--epochs", "1",
         "--threads", "2", env=env)  # fmt: skip
     assert json.loads((run_dir / "run.json").read_text())["precision"] == {"requested": "auto", "used": "bf16"}
+
+
+def test_finetune_rebuilds_the_served_vgg_and_exports_it_again(tmp_path: Path) -> None:
+    """training.finetune starts from the shipped int8 graph (no checkpoint): the rebuilt network
+    must answer as the graph does, and its run must go through training.export like any other."""
+    data = tiny_folder(tmp_path / "cifar", per_class_train=20, per_class_test=5)
+    env = {**os.environ, "CIFAR_ONNX_CACHE": str(tmp_path / "cache"), "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
+    shipped = REPO / "model" / "vgg16_bn.onnx"
+    run_dir, model_dir = tmp_path / "run", tmp_path / "models"
+    out = run("training.finetune", "--onnx", str(shipped), "--data-dir", str(data), "--out", str(run_dir),
+              "--set", '{"copies": 1, "epochs": 1}', env=env)  # fmt: skip
+    assert "same answer as ONNX Runtime on" in out
+    agreement = float(out.split("same answer as ONNX Runtime on ")[1].split("%")[0])
+    assert agreement >= 97.0, out
+    record = json.loads((run_dir / "run.json").read_text())["finetune"]
+    assert record["hyperparameters"]["label_smoothing"] == 0.0 and record["train_images"] == 180
+
+    run("training.export", "--run", str(run_dir), "--name", "vgg16_bn", "--out", str(model_dir), "--tta", "1",
+        "--data-dir", str(data), "--calibration-images", "64", env=env)  # fmt: skip
+    meta = json.loads((model_dir / "vgg16_bn.json").read_text())
+    assert meta["members"][0]["finetune"]["from"].endswith(json.loads(shipped.with_suffix(".json").read_text())["sha256"])
+    assert len(meta["members"][0]["history"]) == 42, "the original run's curves are kept"
+    # One epoch on 180 images at a tenth of the original lr barely moves the weights: the
+    # re-exported graph must still classify like the shipped one.
+    images = np.stack([decode_image(sample(c)) for c in ("cat", "ship", "automobile", "horse")])
+    before, after = (load_model(path, threads=1).raw(images) for path in (shipped, model_dir / "vgg16_bn.onnx"))
+    assert (before.argmax(1) == after.argmax(1)).all()
+
+
+def test_finetune_refuses_a_graph_that_is_not_a_single_vgg(tmp_path: Path) -> None:
+    env = {**os.environ, "CIFAR_ONNX_CACHE": str(tmp_path / "cache"), "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
+    done = subprocess.run([sys.executable, "-m", "training.finetune", "--onnx", str(REPO / "model" / "cifar10.onnx")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode != 0 and "is not a single VGG16-BN" in done.stderr

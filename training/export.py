@@ -100,6 +100,8 @@ def load_run(run: Path) -> tuple[nn.Module, dict[str, Any]]:
             "pretrained": ckpt["pretrained"], "epochs": ckpt["state"]["epoch"],
             "wall_minutes": round(ckpt["state"]["wall"] / 60, 1), "cpu_minutes": round(ckpt["state"]["cpu"] / 60, 1),
             "history": ckpt["state"]["history"]}  # fmt: skip
+    if "finetune" in ckpt:  # training.finetune: a later step on top of the original run
+        info["finetune"] = ckpt["finetune"]
     run_json = run / "run.json"
     if run_json.exists():
         record = json.loads(run_json.read_text())

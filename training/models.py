@@ -263,6 +263,17 @@ class VGG16BN(nn.Module):
         return self.head(self.features(self.normalize(x)))
 
     @torch.no_grad()
+    def identity_norms(self) -> None:
+        """Every BatchNorm (in eval mode) passes its input through unchanged: for convs that have
+        none (HED) or whose BN is already folded into them (a served graph, training.finetune)."""
+        for bn in self.features:
+            if isinstance(bn, nn.BatchNorm2d):
+                bn.running_mean.zero_()
+                bn.running_var.fill_(1 - bn.eps)  # (x - 0) / sqrt(1 - eps + eps) = x
+                bn.weight.fill_(1)
+                bn.bias.zero_()
+
+    @torch.no_grad()
     def fit_bn_statistics(self, images: torch.Tensor, batch: int = 250) -> None:
         """BatchNorm inserted after pretrained convs that had none (HED). With every BN the
         identity, measure each conv's output y_k per channel on training images; then set each BN
@@ -274,11 +285,7 @@ class VGG16BN(nn.Module):
         norms = [m for m in self.features if isinstance(m, nn.BatchNorm2d)]
         convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
         moments: dict[nn.Module, list[torch.Tensor]] = {bn: [] for bn in norms}
-        for bn in norms:
-            bn.running_mean.zero_()
-            bn.running_var.fill_(1 - bn.eps)  # (x - 0) / sqrt(1 - eps + eps) = x
-            bn.weight.fill_(1)
-            bn.bias.zero_()
+        self.identity_norms()
         hooks = [bn.register_forward_pre_hook(lambda m, args: moments[m].append(
             torch.stack([args[0].mean((0, 2, 3)), args[0].pow(2).mean((0, 2, 3))]))) for bn in norms]  # fmt: skip
         was_training = self.training
