@@ -1,6 +1,7 @@
 """Fit and measure how far each served model's answers can be trusted; write it into its metadata.
 
-    python -m training.trust                 # every model in model/: about 10 minutes on 2 cores
+    python -m training.trust                 # every model in model/: about 15 minutes on 2 cores
+    python -m training.trust --only vgg16_bn # one model (after it was re-exported)
 
 For each `model/<name>.onnx` (int8, as served):
 1. Temperature scaling: one temperature T, fitted on the validation split by minimising the
@@ -217,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--plots", type=Path, default=Path("docs/img"), help="where the reliability diagram goes")
     p.add_argument("--data-dir", help="image-folder CIFAR-10; env CIFAR10_DIR")
     p.add_argument("--download", action="store_true")
+    p.add_argument("--only", action="append", help="measure only this served model (repeat); the others keep their values")
     p.add_argument("--dry-run", action="store_true", help="print, do not write the metadata")
     p.add_argument("--tables", action="store_true", help="only print docs/MODEL.md's tables from the metadata")
     args = p.parse_args(argv)
@@ -228,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     ood_images, ood_kinds = ood.build()
     items = explain_check.composites(data.test.images, data.test.labels, args.explain_count)
     for path in sorted(args.model_dir.glob("*.onnx")):
+        if args.only and path.stem not in args.only:
+            continue
         model = load_model(path, threads=2)
         found = measure(model, data, ood_images, ood_kinds, items)
         print(path.stem, json.dumps(found), flush=True)
