@@ -1,5 +1,6 @@
 """The shipped model against its own metadata: contract, checksum and test accuracy recomputed
-from the image files through the service's preprocessing."""
+from the image files through the service's preprocessing, with the served temperature, which
+must not change any test image's answer."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from cifar_onnx.preprocess import decode_image
 from cifar_onnx.registry import load_model
+from cifar_onnx.trust import apply_temperature
 from tests.conftest import HAS_SHIPPED, SHIPPED, dataset_dir
 
 pytestmark = pytest.mark.skipif(not HAS_SHIPPED, reason="no trained model in model/ yet")
@@ -40,7 +42,10 @@ def test_test_accuracy_matches_metadata(path) -> None:
         files = sorted((folder / "test" / name).iterdir())
         for start in range(0, len(files), 250):
             batch = np.stack([decode_image(f.read_bytes()) for f in files[start : start + 250]])
-            correct += int((model.predict(batch).argmax(1) == index).sum())
+            raw = model.raw(batch)
+            served = apply_temperature(raw, model.temperature)  # what model.predict serves
+            assert (served.argmax(1) == raw.argmax(1)).all(), "the temperature changed a prediction"
+            correct += int((served.argmax(1) == index).sum())
             total += len(batch)
     assert total == 10_000
     assert abs(100.0 * correct / total - meta["accuracy"]["test_int8"]) <= 0.1
