@@ -11,7 +11,9 @@ checkpoint that `--resume` continues from.
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -28,6 +30,7 @@ from tqdm import tqdm
 
 from cifar_onnx.cpu import bf16_is_fast, cpu_model, relevant_flags
 from training.data import cache_dir, load_cifar10
+from training.distill import distillation_loss, teacher_probs
 from training.models import AirbenchNet, VGG16BN, create_model
 
 # ---------------------------------------------------------------------------------------------
@@ -57,15 +60,18 @@ RECIPES: dict[str, dict[str, Any]] = {
         label_smoothing=0.1, translate=4, flip="random", cutout=0, lookahead=False,
         whiten_bias_epochs=0, precision="fp32",
     ),
-    # VGG16-BN in torchvision's layout; ImageNet weights where they can be had, else scratch.
-    # Width 0.5 for 42 epochs beat width 0.75 for 21 at the same CPU time (docs/MODEL.md); bf16
-    # autocast nearly doubles its images/s on CPUs with AVX512-BF16 ("auto" picks it there).
+    # VGG16-BN at full width in torchvision's layout, fine-tuned from HED's ImageNet-descended
+    # convs (BatchNorm inserted and fitted from data, training.models), distilled from a served
+    # teacher (--teacher; distill_alpha and _temperature weigh and soften its answers). No label
+    # smoothing: it left the half-width model's confidences in a shape one temperature could not
+    # calibrate (docs/MODEL.md), and the teacher's soft targets regularise instead. The epoch
+    # count is sized by --cycle-minutes from the measured speed; bf16 where the CPU has it.
     "vgg16_bn": dict(
-        model=dict(width=0.5, resolution=32), epochs=42, batch_size=128, optimizer="sgd",
-        lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, head_lr_scale=1.0,
-        body_lr_scale=1.0, norm_lr_scale=1.0, schedule=(0.1, 0.25, 0.0), head_warmup_steps=0,
-        label_smoothing=0.1, translate=4, flip="random", cutout=8, lookahead=False,
-        whiten_bias_epochs=0, precision="auto",
+        model=dict(width=1.0, resolution=32, backbone="hed"), epochs=30, batch_size=128, optimizer="sgd",
+        lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, head_lr_scale=1.0,
+        body_lr_scale=1.0, norm_lr_scale=1.0, schedule=(0.1, 0.15, 0.0), head_warmup_steps=0,
+        label_smoothing=0.0, translate=4, flip="random", cutout=8, lookahead=False,
+        whiten_bias_epochs=0, precision="auto", distill_alpha=0.5, distill_temperature=2.0,
     ),
 }  # fmt: skip
 RECIPES["efficientnet_lite1"] = RECIPES["efficientnet_lite2"] = RECIPES["efficientnet_lite0"]
@@ -242,6 +248,33 @@ def save_atomic(obj: Any, path: Path) -> None:
     tmp.replace(path)  # a kill mid-write never leaves a broken checkpoint
 
 
+def measure_speed(model: nn.Module, recipe: dict, images: np.ndarray, bs: int, bf16: bool, steps: int = 6) -> tuple[float, float]:
+    """(training, evaluation) images/s on this machine, from a few steps on a copy of the model
+    (the run's own weights and optimiser are untouched): what --cycle-minutes sizes the schedule by."""
+    probe = copy.deepcopy(model)
+    opt = make_optimizer(probe, recipe)
+    x, y = to_float(images[:bs]), torch.zeros(bs, dtype=torch.long)
+    probe.train()
+    for i in range(steps + 2):  # two untimed steps: first-call allocations
+        if i == 2:
+            started = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(probe(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    train_speed = steps * bs / (time.perf_counter() - started)
+    started = time.perf_counter()
+    evaluate(probe, images[:1000], np.zeros(min(1000, len(images)), dtype=np.int64), bf16=bf16)
+    return train_speed, min(1000, len(images)) / (time.perf_counter() - started)
+
+
+def epochs_for(minutes: float, train_images: int, eval_images: int, speeds: tuple[float, float]) -> int:
+    """Whole epochs (training plus the per-epoch evaluation) that fit in `minutes`."""
+    per_epoch = train_images / speeds[0] + eval_images / speeds[1]
+    return max(1, int(minutes * 60 // per_epoch))
+
+
 # ---------------------------------------------------------------------------------------------
 # The loop.
 # ---------------------------------------------------------------------------------------------
@@ -271,10 +304,20 @@ def train(args: argparse.Namespace) -> Path:
         train_x, train_y = train_x[keep], train_y[keep]
     bs = min(recipe["batch_size"], len(train_x))
     steps_per_epoch = len(train_x) // bs  # drop the ragged last batch: BN wants full batches
-    total_steps = recipe["epochs"] * steps_per_epoch
 
     built = create_model(args.model, **recipe["model"])
     model = built.model.to(memory_format=torch.channels_last)
+    bf16 = precision == "bf16"
+    if args.cycle_minutes and not ckpt:
+        # One whole schedule (warm-up, peak, anneal to the end value) that fits the time given,
+        # so that the run ends in a finished model rather than being cut mid-schedule.
+        speeds = measure_speed(model, recipe, train_x, bs, bf16)
+        recipe["epochs"] = epochs_for(args.cycle_minutes, steps_per_epoch * bs, len(data.val.labels) + len(data.test.labels), speeds)
+        recipe["cycle"] = {"minutes": args.cycle_minutes, "train_images_per_s": round(speeds[0], 1),
+                           "eval_images_per_s": round(speeds[1], 1)}  # fmt: skip
+        print(f"cycle of {args.cycle_minutes} min: {speeds[0]:.0f} train / {speeds[1]:.0f} eval images/s here "
+              f"-> {recipe['epochs']} epochs", flush=True)  # fmt: skip
+    total_steps = recipe["epochs"] * steps_per_epoch
     if isinstance(model, AirbenchNet):
         model.init_whitening(to_float(train_x[:5000]))
     if isinstance(model, VGG16BN) and model.bn_from_data and not ckpt:
@@ -282,6 +325,9 @@ def train(args: argparse.Namespace) -> Path:
     opt = make_optimizer(model, recipe)
     lookahead = Lookahead(model) if recipe["lookahead"] else None
     state = {"epoch": 0, "step": 0, "wall": 0.0, "cpu": 0.0, "history": []}
+    teachers = ckpt.get("teachers", []) if ckpt else [str(Path(t)) for t in args.teacher or []]
+    alpha = recipe.get("distill_alpha", 0.0) if teachers else 0.0
+    teacher = torch.from_numpy(teacher_probs([Path(t) for t in teachers], train_x, args.threads)) if teachers else None
 
     if ckpt:
         model.load_state_dict(ckpt["model"])
@@ -298,6 +344,10 @@ def train(args: argparse.Namespace) -> Path:
               "recipe": recipe, "data": data.source, "train_images": len(train_x),
               "val_images": len(data.val.labels), "seed": args.seed, "threads": args.threads,
               "precision": {"requested": requested, "used": precision}, "environment": environment()}  # fmt: skip
+    if teachers:
+        record["distillation"] = {"teachers": [{"file": Path(t).name, "sha256": hashlib.sha256(Path(t).read_bytes()).hexdigest()}
+                                               for t in teachers],
+                                  "alpha": alpha, "temperature": recipe["distill_temperature"]}  # fmt: skip
     if ckpt and (run_dir / "run.json").exists():  # keep the command that started the run
         first = json.loads((run_dir / "run.json").read_text())
         record["resumed"] = [*first.get("resumed", []), {"command": record["command"], "at_epoch": state["epoch"],
@@ -314,9 +364,8 @@ def train(args: argparse.Namespace) -> Path:
     head_ids = {id(p) for p in model.head.parameters()}
     body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
     warmup = recipe["head_warmup_steps"]
-    # bfloat16 autocast: convolutions and matmuls in bf16 (fp32 weights and optimiser state).
-    # 1.85x the images/s of fp32 for VGG16-BN on AVX512-BF16, 2-4x on AMX, 24x slower elsewhere.
-    bf16 = precision == "bf16"
+    # bfloat16 autocast (bf16 above): convolutions and matmuls in bf16, fp32 weights and optimiser
+    # state; how much it pays per CPU is in docs/MODEL.md ("Training precision").
 
     while state["epoch"] < recipe["epochs"]:
         epoch = state["epoch"]
@@ -347,7 +396,11 @@ def train(args: argparse.Namespace) -> Path:
             y = torch.from_numpy(train_y[idx.numpy()])
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 logits = model(x)
-                loss = loss_fn(logits.float(), y)
+                if teacher is None:
+                    loss = loss_fn(logits.float(), y)
+                else:
+                    loss = distillation_loss(logits.float(), y, teacher[idx], alpha, recipe["distill_temperature"],
+                                             recipe["label_smoothing"])  # fmt: skip
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -376,7 +429,7 @@ def train(args: argparse.Namespace) -> Path:
         save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
                      "lookahead": lookahead.ema if lookahead else None, "state": state,
                      "recipe": recipe, "name": args.model, "init": built.init,
-                     "pretrained": built.pretrained}, ckpt_path)  # fmt: skip
+                     "pretrained": built.pretrained, "teachers": teachers}, ckpt_path)  # fmt: skip
 
         epoch_minutes = (time.time() - epoch_start) / 60
         used = (time.time() - session_start) / 60
@@ -406,6 +459,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--limit", type=int, default=0, help="use only the first N training images")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     p.add_argument("--max-minutes", type=float, default=0, help="stop (resumably) before this wall time")
+    p.add_argument("--cycle-minutes", type=float, default=0,
+                   help="size one whole schedule to this many minutes from the measured speed (overrides epochs)")
+    p.add_argument("--teacher", action="append", type=Path,
+                   help="served ONNX graph(s) to distil from (repeat for an ensemble); cached answers")
     p.add_argument("--progress-seconds", type=float, default=30, help="progress bar refresh interval")
     train(p.parse_args(argv))
 
