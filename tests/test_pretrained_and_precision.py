@@ -20,7 +20,7 @@ from training.models import (  # noqa: E402
     create_model,
     hed_features,
 )
-from training.train import choose_precision  # noqa: E402
+from training.compute import choose_precision  # noqa: E402
 
 # Torchvision's features.<i> indices of conv1_1 .. conv5_2 and their BatchNorms: CRAFT's slices 1-4.
 CONVS = (0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37)
@@ -138,10 +138,11 @@ def test_real_craft_file_initialises_vgg16_bn() -> None:
 ])  # fmt: skip
 def test_precision_follows_the_cpu(flags: frozenset[str], expected: str) -> None:
     assert bf16_is_fast(flags) == (expected == "bf16")
-    assert choose_precision("auto", flags) == expected
-    assert choose_precision("fp32", flags) == "fp32" and choose_precision("bf16", frozenset()) == "bf16"
+    cpu = torch.device("cpu")
+    assert choose_precision("auto", cpu, flags) == expected
+    assert choose_precision("fp32", cpu, flags) == "fp32" and choose_precision("bf16", cpu, frozenset()) == "bf16"
     with pytest.raises(ValueError):
-        choose_precision("fp16", flags)
+        choose_precision("fp16", cpu, flags)
 
 
 def test_int8_kernels_are_fused_only_where_exact() -> None:

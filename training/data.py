@@ -125,7 +125,9 @@ def load_cifar10(data_dir: str | Path | None = None, download: bool = False) -> 
             test = _read_official_batches(folder, ["test_batch"])
         arrays = dict(x=full.images, y=full.labels, xt=test.images, yt=test.labels)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, **arrays)
+        tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")  # several processes (torchrun) may write it
+        np.savez(tmp, **arrays)
+        tmp.replace(cache)
 
     train_idx, val_idx = stratified_split(arrays["y"])
     x, y = arrays["x"], arrays["y"]

@@ -43,8 +43,9 @@ from torch import nn
 
 from training.data import Cifar10, cache_dir, load_cifar10
 from training.export import Served, ort_probs, session, torch_probs
-from training.models import VGG16BN, create_model
+from training.models import VGG16BN
 from training.train import augment, environment, evaluate, to_float
+from training.warmstart import rebuild_vgg, served_vgg
 
 HP: dict[str, Any] = {
     "copies": 4,  # augmented copies of the 45,000 training images, cached once (one body pass each)
@@ -62,34 +63,6 @@ HP: dict[str, Any] = {
 # ---------------------------------------------------------------------------------------------
 # 1. The network, from the served graph.
 # ---------------------------------------------------------------------------------------------
-
-
-def dequantised_layers(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(weight, bias) of every Conv and Gemm node in graph order, as float32. In a QDQ graph
-    both come from DequantizeLinear nodes over int8/int32 initializers: (q - zero) * scale, with
-    per-output-channel scales on axis 0."""
-    graph = onnx.load(str(path)).graph
-    tensors = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "DequantizeLinear" and all(name in tensors for name in node.input):
-            q, scale, zero = (tensors[name].astype(np.float64) for name in node.input)
-            shape = (-1,) + (1,) * (q.ndim - 1) if scale.ndim else ()
-            tensors[node.output[0]] = ((q - zero.reshape(shape)) * scale.reshape(shape)).astype(np.float32)
-    return [(tensors[n.input[1]], tensors[n.input[2]]) for n in graph.node if n.op_type in ("Conv", "Gemm")]
-
-
-@torch.no_grad()
-def rebuild_vgg(path: Path, options: dict[str, Any]) -> VGG16BN:
-    model = create_model("vgg16_bn", **options, pretrained=False).model
-    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    weights = dequantised_layers(path)
-    if len(layers) != len(weights):
-        sys.exit(f"{path} has {len(weights)} Conv/Gemm layers, VGG16-BN {options} has {len(layers)}")
-    for layer, (w, b) in zip(layers, weights):
-        layer.weight.copy_(torch.from_numpy(w))
-        layer.bias.copy_(torch.from_numpy(b))
-    model.identity_norms()
-    return model.eval()
 
 
 def split_at_last_block(model: VGG16BN) -> int:
@@ -182,10 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(hp["seed"])
     started_wall, started_cpu = time.time(), time.process_time()
 
-    meta = json.loads(args.onnx.with_suffix(".json").read_text())
-    if len(meta["members"]) != 1 or meta["members"][0]["name"] != "vgg16_bn":
-        sys.exit(f"{args.onnx} is not a single VGG16-BN (members: {[m['name'] for m in meta['members']]})")
-    original = meta["members"][0]
+    meta, original = served_vgg(args.onnx)
     recipe = original["recipe"]
     data = load_cifar10(args.data_dir, args.download)
     train_x, train_y = data.train.images, data.train.labels

@@ -274,6 +274,28 @@ class VGG16BN(nn.Module):
                 bn.bias.zero_()
 
     @torch.no_grad()
+    def _conv_output_moments(self, images: torch.Tensor, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """With every BN the identity: per BN, the (mean, variance) per channel of its input (its
+        conv's output) over `images`."""
+        norms = [m for m in self.features if isinstance(m, nn.BatchNorm2d)]
+        moments: dict[nn.Module, list[torch.Tensor]] = {bn: [] for bn in norms}
+        self.identity_norms()
+        hooks = [bn.register_forward_pre_hook(lambda m, args: moments[m].append(
+            torch.stack([args[0].float().mean((0, 2, 3)), args[0].float().pow(2).mean((0, 2, 3))]))) for bn in norms]  # fmt: skip
+        was_training = self.training
+        self.eval()
+        for i in range(0, len(images), batch):
+            self.features(self.normalize(images[i : i + batch]))
+        for hook in hooks:
+            hook.remove()
+        self.train(was_training)
+        out = []
+        for bn in norms:
+            mean, square = torch.stack(moments[bn]).mean(0)
+            out.append((mean, (square - mean**2).clamp_min(0)))
+        return out
+
+    @torch.no_grad()
     def fit_bn_statistics(self, images: torch.Tensor, batch: int = 250) -> None:
         """BatchNorm inserted after pretrained convs that had none (HED). With every BN the
         identity, measure each conv's output y_k per channel on training images; then set each BN
@@ -284,28 +306,29 @@ class VGG16BN(nn.Module):
         after 60 steps at lr 0.02)."""
         norms = [m for m in self.features if isinstance(m, nn.BatchNorm2d)]
         convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
-        moments: dict[nn.Module, list[torch.Tensor]] = {bn: [] for bn in norms}
-        self.identity_norms()
-        hooks = [bn.register_forward_pre_hook(lambda m, args: moments[m].append(
-            torch.stack([args[0].mean((0, 2, 3)), args[0].pow(2).mean((0, 2, 3))]))) for bn in norms]  # fmt: skip
-        was_training = self.training
-        self.eval()
-        for i in range(0, len(images), batch):
-            self.features(self.normalize(images[i : i + batch]))
-        for hook in hooks:
-            hook.remove()
         previous = 1.0  # the scale r_{k-1} of this conv's input (1: the image)
-        for conv, bn in zip(convs, norms, strict=True):
-            mean, square = torch.stack(moments[bn]).mean(0)
-            var = (square - mean**2).clamp_min(0)
-            scale = float(square.mean().sqrt())
+        for conv, bn, (mean, var) in zip(convs, norms, self._conv_output_moments(images, batch), strict=True):
+            scale = float((var + mean**2).mean().sqrt())
             # With the input divided by r_{k-1}: y' = (y - b) / r_{k-1} + b (every VGG conv has a bias).
             bn.running_mean.copy_((mean - conv.bias) / previous + conv.bias)
             bn.running_var.copy_(var / previous**2)
             bn.weight.copy_((bn.running_var + bn.eps).sqrt() * previous / scale)
             bn.bias.copy_(mean / scale)
             previous = scale
-        self.train(was_training)
+
+    @torch.no_grad()
+    def restore_norms(self, images: torch.Tensor, batch: int = 250) -> None:
+        """BatchNorm put back after convs that had it folded in (a served graph, whose BN are the
+        identity): each BN's running statistics become its conv's output statistics on `images`
+        and its affine undoes them (gamma = sqrt(var + eps), beta = mean). In eval mode the network
+        computes the same function; in train mode each layer is normalised again, so whole-network
+        SGD at a normal learning rate works (without BN it would not)."""
+        norms = [m for m in self.features if isinstance(m, nn.BatchNorm2d)]
+        for bn, (mean, var) in zip(norms, self._conv_output_moments(images, batch), strict=True):
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
+            bn.weight.copy_((var + bn.eps).sqrt())
+            bn.bias.copy_(mean)
 
     def load_pretrained(self, source: str | None, backbone: str = "auto") -> str:
         """Initialise `features` and return what happened, for the log. backbone "auto": first

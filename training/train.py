@@ -28,10 +28,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from cifar_onnx.cpu import bf16_is_fast, cpu_model, relevant_flags
+from cifar_onnx.cpu import cpu_model, relevant_flags
+from training import compute as cmp
+from training.compute import Compute
 from training.data import cache_dir, load_cifar10
 from training.distill import distillation_loss, teacher_probs
 from training.models import AirbenchNet, VGG16BN, create_model
+from training.warmstart import warm_start
 
 # ---------------------------------------------------------------------------------------------
 # Recipes: every hyperparameter of a run, one dict per model. The values were chosen on the
@@ -210,14 +213,17 @@ class Lookahead:
 # ---------------------------------------------------------------------------------------------
 
 
+CPU = Compute(torch.device("cpu"), "fp32")
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch: int = 500, bf16: bool = False) -> tuple[float, float]:
+def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch: int = 500, compute: Compute = CPU) -> tuple[float, float]:
     """(mean cross-entropy, accuracy %) over the whole split."""
     model.eval()
     loss, correct = 0.0, 0
     for i in range(0, len(images), batch):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(to_float(images[i : i + batch])).float()
+        with compute.autocast():
+            logits = model(to_float(images[i : i + batch]).to(compute.device)).float().cpu()
         y = torch.from_numpy(labels[i : i + batch])
         loss += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
@@ -235,37 +241,30 @@ def environment() -> dict[str, Any]:
             "cores": str(os.cpu_count())}  # fmt: skip
 
 
-def choose_precision(requested: str, flags: frozenset[str] | None = None) -> str:
-    """auto: bf16 autocast where the CPU has AMX or AVX512-BF16, else fp32; bf16/fp32 force it."""
-    if requested not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"precision must be auto, bf16 or fp32, not {requested!r}")
-    return ("bf16" if bf16_is_fast(flags) else "fp32") if requested == "auto" else requested
-
-
 def save_atomic(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
     tmp.replace(path)  # a kill mid-write never leaves a broken checkpoint
 
 
-def measure_speed(model: nn.Module, recipe: dict, images: np.ndarray, bs: int, bf16: bool, steps: int = 6) -> tuple[float, float]:
+def measure_speed(model: nn.Module, recipe: dict, images: np.ndarray, bs: int, compute: Compute, steps: int = 6) -> tuple[float, float]:
     """(training, evaluation) images/s on this machine, from a few steps on a copy of the model
     (the run's own weights and optimiser are untouched): what --cycle-minutes sizes the schedule by."""
     probe = copy.deepcopy(model)
     opt = make_optimizer(probe, recipe)
-    x, y = to_float(images[:bs]), torch.zeros(bs, dtype=torch.long)
+    x, y = to_float(images[:bs]).to(compute.device), torch.zeros(bs, dtype=torch.long, device=compute.device)
     probe.train()
     for i in range(steps + 2):  # two untimed steps: first-call allocations
         if i == 2:
             started = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with compute.autocast():
             loss = F.cross_entropy(probe(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     train_speed = steps * bs / (time.perf_counter() - started)
     started = time.perf_counter()
-    evaluate(probe, images[:1000], np.zeros(min(1000, len(images)), dtype=np.int64), bf16=bf16)
+    evaluate(probe, images[:1000], np.zeros(min(1000, len(images)), dtype=np.int64), compute=compute)
     return train_speed, min(1000, len(images)) / (time.perf_counter() - started)
 
 
@@ -281,6 +280,7 @@ def epochs_for(minutes: float, train_images: int, eval_images: int, speeds: tupl
 
 
 def train(args: argparse.Namespace) -> Path:
+    compute = cmp.setup(args.device, "auto")  # joins the process group under torchrun
     recipe = {**RECIPES[args.model], **json.loads(args.set or "{}")}
     if args.epochs:
         recipe["epochs"] = args.epochs
@@ -296,7 +296,7 @@ def train(args: argparse.Namespace) -> Path:
         recipe = ckpt["recipe"]  # a resumed run keeps the recipe it started with
     # Chosen per session, not per run: a run resumed on another CPU picks what pays there.
     requested = args.precision or recipe.get("precision") or ("bf16" if recipe.get("bf16") else "fp32")
-    precision = choose_precision(requested)
+    compute = Compute(compute.device, cmp.choose_precision(requested, compute.device), compute.rank, compute.world)
     data = load_cifar10(args.data_dir, args.download)
     train_x, train_y = data.train.images, data.train.labels
     if args.limit:  # tiny runs for tests: a random (so class-balanced on average) subset
@@ -305,29 +305,40 @@ def train(args: argparse.Namespace) -> Path:
     bs = min(recipe["batch_size"], len(train_x))
     steps_per_epoch = len(train_x) // bs  # drop the ragged last batch: BN wants full batches
 
-    built = create_model(args.model, **recipe["model"])
-    model = built.model.to(memory_format=torch.channels_last)
-    bf16 = precision == "bf16"
+    start = None if ckpt else warm_start(args.init_from, train_x, data.val, args.threads) if args.init_from else None
+    if start:  # the network and its options come from the served graph (or its checkpoint)
+        recipe["model"] = {**recipe["model"], **start.options}
+        built = start.built
+    else:
+        built = create_model(args.model, **recipe["model"])
+    model = built.model.to(compute.device, memory_format=torch.channels_last)
     if args.cycle_minutes and not ckpt:
         # One whole schedule (warm-up, peak, anneal to the end value) that fits the time given,
         # so that the run ends in a finished model rather than being cut mid-schedule.
-        speeds = measure_speed(model, recipe, train_x, bs, bf16)
-        recipe["epochs"] = epochs_for(args.cycle_minutes, steps_per_epoch * bs, len(data.val.labels) + len(data.test.labels), speeds)
-        recipe["cycle"] = {"minutes": args.cycle_minutes, "train_images_per_s": round(speeds[0], 1),
+        speeds = measure_speed(model, recipe, train_x, bs // compute.world, compute)
+        epochs = epochs_for(args.cycle_minutes, steps_per_epoch * bs, len(data.val.labels) + len(data.test.labels),
+                            (speeds[0] * compute.world, speeds[1]))  # fmt: skip
+        recipe["epochs"] = cmp.broadcast(compute, epochs)
+        recipe["cycle"] = {"minutes": args.cycle_minutes, "train_images_per_s": round(speeds[0] * compute.world, 1),
                            "eval_images_per_s": round(speeds[1], 1)}  # fmt: skip
-        print(f"cycle of {args.cycle_minutes} min: {speeds[0]:.0f} train / {speeds[1]:.0f} eval images/s here "
-              f"-> {recipe['epochs']} epochs", flush=True)  # fmt: skip
+        print(f"cycle of {args.cycle_minutes} min: {speeds[0] * compute.world:.0f} train / {speeds[1]:.0f} eval "
+              f"images/s here -> {recipe['epochs']} epochs", flush=True)  # fmt: skip
     total_steps = recipe["epochs"] * steps_per_epoch
-    if isinstance(model, AirbenchNet):
-        model.init_whitening(to_float(train_x[:5000]))
+    if isinstance(model, AirbenchNet) and not start:
+        model.init_whitening(to_float(train_x[:5000]).to(compute.device))
     if isinstance(model, VGG16BN) and model.bn_from_data and not ckpt:
-        model.fit_bn_statistics(to_float(train_x[:2000]))
+        model.fit_bn_statistics(to_float(train_x[:2000]).to(compute.device))
     opt = make_optimizer(model, recipe)
     lookahead = Lookahead(model) if recipe["lookahead"] else None
     state = {"epoch": 0, "step": 0, "wall": 0.0, "cpu": 0.0, "history": []}
     teachers = ckpt.get("teachers", []) if ckpt else [str(Path(t)) for t in args.teacher or []]
     alpha = recipe.get("distill_alpha", 0.0) if teachers else 0.0
-    teacher = torch.from_numpy(teacher_probs([Path(t) for t in teachers], train_x, args.threads)) if teachers else None
+    teacher = None
+    if teachers:  # rank 0 computes and caches the teacher's answers; the others then read them
+        for turn in (True, False):
+            if compute.main == turn:
+                teacher = torch.from_numpy(teacher_probs([Path(t) for t in teachers], train_x, args.threads))
+            cmp.barrier(compute)
 
     if ckpt:
         model.load_state_dict(ckpt["model"])
@@ -336,14 +347,17 @@ def train(args: argparse.Namespace) -> Path:
             lookahead.ema = ckpt["lookahead"]
         state = ckpt["state"]
         print(f"resumed from {ckpt_path} at epoch {state['epoch']}", flush=True)
-    elif (run_dir / "metrics.jsonl").exists():
+    elif (run_dir / "metrics.jsonl").exists() and compute.main:
         (run_dir / "metrics.jsonl").unlink()
 
     record = {"command": " ".join([Path(sys.executable).name, "-m", "training.train", *sys.argv[1:]]),
               "model": args.model, "init": built.init, "pretrained": built.pretrained,
               "recipe": recipe, "data": data.source, "train_images": len(train_x),
               "val_images": len(data.val.labels), "seed": args.seed, "threads": args.threads,
-              "precision": {"requested": requested, "used": precision}, "environment": environment()}  # fmt: skip
+              "precision": {"requested": requested, "used": compute.precision}, "compute": compute.describe(),
+              "environment": environment()}  # fmt: skip
+    if start:
+        record["warm_start"] = start.record
     if teachers:
         record["distillation"] = {"teachers": [{"file": Path(t).name, "sha256": hashlib.sha256(Path(t).read_bytes()).hexdigest()}
                                                for t in teachers],
@@ -351,12 +365,15 @@ def train(args: argparse.Namespace) -> Path:
     if ckpt and (run_dir / "run.json").exists():  # keep the command that started the run
         first = json.loads((run_dir / "run.json").read_text())
         record["resumed"] = [*first.get("resumed", []), {"command": record["command"], "at_epoch": state["epoch"],
-                                                           "threads": args.threads, "precision": precision,
+                                                           "threads": args.threads, "precision": compute.precision,
                                                            "environment": environment()}]  # fmt: skip
-        record["command"], record["threads"] = first["command"], first["threads"]
-    (run_dir / "run.json").write_text(json.dumps(record, indent=2))
-    print(f"{args.model}: {built.init}; {len(train_x)} train images, {total_steps} steps; precision {precision} "
-          f"({requested}; {cpu_model()}, {' '.join(relevant_flags()) or 'no avx2/avx512/amx flags'})", flush=True)  # fmt: skip
+        for key in ("command", "threads", "precision", "compute"):  # what the run started with; each resume its own
+            record[key] = first.get(key, record[key])
+    if compute.main:
+        (run_dir / "run.json").write_text(json.dumps(record, indent=2))
+    print(f"{args.model}: {built.init}; {len(train_x)} train images, {total_steps} steps; {compute.device}, "
+          f"{compute.world} process(es), precision {compute.precision} ({requested}; {cpu_model()}, "
+          f"{' '.join(relevant_flags()) or 'no avx2/avx512/amx flags'})", flush=True)  # fmt: skip
 
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
     started_wall, started_cpu = time.time() - state["wall"], time.process_time() - state["cpu"]
@@ -364,8 +381,8 @@ def train(args: argparse.Namespace) -> Path:
     head_ids = {id(p) for p in model.head.parameters()}
     body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
     warmup = recipe["head_warmup_steps"]
-    # bfloat16 autocast (bf16 above): convolutions and matmuls in bf16, fp32 weights and optimiser
-    # state; how much it pays per CPU is in docs/MODEL.md ("Training precision").
+    # DDP under torchrun; the model itself otherwise.
+    trained = cmp.wrap(model, compute, frozen_at_times=bool(warmup or recipe["whiten_bias_epochs"]))
 
     while state["epoch"] < recipe["epochs"]:
         epoch = state["epoch"]
@@ -376,7 +393,7 @@ def train(args: argparse.Namespace) -> Path:
             model.whiten.bias.requires_grad = epoch < recipe["whiten_bias_epochs"]
         model.train()
         seen, loss_sum, correct = 0, 0.0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{recipe['epochs']}",
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{recipe['epochs']}", disable=not compute.main,
                    mininterval=args.progress_seconds, file=sys.stdout)  # fmt: skip
         for i in bar:
             step = state["step"]
@@ -392,15 +409,18 @@ def train(args: argparse.Namespace) -> Path:
                 model.train()
             lr = set_lr(opt, recipe, step, total_steps)
             idx = order[i * bs : (i + 1) * bs]
+            # Every process augments the whole batch (same generator), then takes its share.
             x = augment(to_float(train_x[idx.numpy()]), idx, epoch, recipe, args.seed, gen)
-            y = torch.from_numpy(train_y[idx.numpy()])
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = model(x)
+            share = slice(compute.rank, None, compute.world)
+            idx, x = idx[share], x[share].to(compute.device, non_blocking=True)
+            y = torch.from_numpy(train_y[idx.numpy()]).to(compute.device, non_blocking=True)
+            with compute.autocast():
+                logits = trained(x)
                 if teacher is None:
                     loss = loss_fn(logits.float(), y)
                 else:
-                    loss = distillation_loss(logits.float(), y, teacher[idx], alpha, recipe["distill_temperature"],
-                                             recipe["label_smoothing"])  # fmt: skip
+                    loss = distillation_loss(logits.float(), y, teacher[idx].to(compute.device), alpha,
+                                             recipe["distill_temperature"], recipe["label_smoothing"])  # fmt: skip
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -414,33 +434,43 @@ def train(args: argparse.Namespace) -> Path:
         bar.close()
         if lookahead and state["step"] == total_steps:
             lookahead.update(model, 1.0)  # the last step: take the averaged weights
+        seen, loss_sum, correct = cmp.sum_all(compute, seen, loss_sum, correct)
 
-        val_loss, val_acc = evaluate(model, data.val.images, data.val.labels, bf16=bf16)
-        test_loss, test_acc = evaluate(model, data.test.images, data.test.labels, bf16=bf16)
         state["epoch"] += 1
-        state["wall"], state["cpu"] = time.time() - started_wall, time.process_time() - started_cpu
-        row = {"epoch": state["epoch"], "train_loss": loss_sum / seen, "train_acc": 100 * correct / seen,
-               "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
-               "lr": lr, "wall_s": round(state["wall"], 1), "cpu_s": round(state["cpu"], 1)}  # fmt: skip
-        state["history"].append(row)
-        with open(run_dir / "metrics.jsonl", "a") as log:
-            log.write(json.dumps(row) + "\n")
-        print(json.dumps(row), flush=True)
-        save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                     "lookahead": lookahead.ema if lookahead else None, "state": state,
-                     "recipe": recipe, "name": args.model, "init": built.init,
-                     "pretrained": built.pretrained, "teachers": teachers}, ckpt_path)  # fmt: skip
+        if compute.main:
+            val_loss, val_acc = evaluate(model, data.val.images, data.val.labels, compute=compute)
+            test_loss, test_acc = evaluate(model, data.test.images, data.test.labels, compute=compute)
+            state["wall"], state["cpu"] = time.time() - started_wall, time.process_time() - started_cpu
+            row = {"epoch": state["epoch"], "train_loss": loss_sum / seen, "train_acc": 100 * correct / seen,
+                   "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
+                   "lr": lr, "wall_s": round(state["wall"], 1), "cpu_s": round(state["cpu"], 1)}  # fmt: skip
+            state["history"].append(row)
+            with open(run_dir / "metrics.jsonl", "a") as log:
+                log.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+            save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                         "lookahead": lookahead.ema if lookahead else None, "state": state,
+                         "recipe": recipe, "name": args.model, "init": built.init,
+                         "pretrained": built.pretrained, "teachers": teachers}, ckpt_path)  # fmt: skip
+        cmp.barrier(compute)
 
         epoch_minutes = (time.time() - epoch_start) / 60
         used = (time.time() - session_start) / 60
-        if args.max_minutes and used + epoch_minutes > args.max_minutes and state["epoch"] < recipe["epochs"]:
+        stop = args.max_minutes and used + epoch_minutes > args.max_minutes and state["epoch"] < recipe["epochs"]
+        if cmp.broadcast(compute, stop):
             print(f"stopping: another epoch (~{epoch_minutes:.1f} min) would pass --max-minutes; "
                   f"--resume continues", flush=True)  # fmt: skip
+            cmp.finish(compute)
             return run_dir
 
-    torch.save({"model": model.state_dict(), "name": args.model, "recipe": recipe, "init": built.init,
-                "pretrained": built.pretrained, "state": state}, run_dir / "final.pt")  # fmt: skip
-    print(f"done: {run_dir / 'final.pt'}; {state['wall'] / 60:.1f} min wall, {state['cpu'] / 60:.1f} min CPU")
+    # Data-parallel processes must end with the same weights: recorded, and checked by the tests.
+    ranks = cmp.digests(compute, model)
+    if compute.main:
+        state["weights_digest_per_process"] = ranks
+        torch.save({"model": model.state_dict(), "name": args.model, "recipe": recipe, "init": built.init,
+                    "pretrained": built.pretrained, "state": state}, run_dir / "final.pt")  # fmt: skip
+        print(f"done: {run_dir / 'final.pt'}; {state['wall'] / 60:.1f} min wall, {state['cpu'] / 60:.1f} min CPU")
+    cmp.finish(compute)
     return run_dir
 
 
@@ -461,6 +491,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-minutes", type=float, default=0, help="stop (resumably) before this wall time")
     p.add_argument("--cycle-minutes", type=float, default=0,
                    help="size one whole schedule to this many minutes from the measured speed (overrides epochs)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, else Apple MPS, else the CPU), or e.g. cpu, cuda:1")
+    p.add_argument("--init-from", type=Path,
+                   help="start from a served VGG16-BN graph (its fp32 checkpoint when this machine still has it)")
     p.add_argument("--teacher", action="append", type=Path,
                    help="served ONNX graph(s) to distil from (repeat for an ensemble); cached answers")
     p.add_argument("--progress-seconds", type=float, default=30, help="progress bar refresh interval")
