@@ -42,12 +42,10 @@ def time_calls(fn: Callable[[], object], runs: int, warmup: int) -> list[float]:
 
 
 def ort_predictor(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    import onnxruntime as ort
+    from cifar_onnx.registry import make_session
 
-    from cifar_onnx.registry import session_options
-
-    # Made as the service makes its sessions (int8 kernels chosen for this CPU).
-    session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+    # Made as the service makes its sessions (int8 kernels chosen by the self-check on this CPU).
+    session = make_session(path, threads)[0]
     return lambda batch: session.run(None, {"image": batch})[0]
 
 

@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from cifar_onnx.cpu import bf16_is_fast, int8_fusion_is_exact
+from cifar_onnx.cpu import bf16_is_fast
 
 torch = pytest.importorskip("torch", reason="the training extra is not installed (pip install .[train])")
 
@@ -143,10 +143,3 @@ def test_precision_follows_the_cpu(flags: frozenset[str], expected: str) -> None
     assert choose_precision("fp32", cpu, flags) == "fp32" and choose_precision("bf16", cpu, frozenset()) == "bf16"
     with pytest.raises(ValueError):
         choose_precision("fp16", cpu, flags)
-
-
-def test_int8_kernels_are_fused_only_where_exact() -> None:
-    assert not int8_fusion_is_exact(frozenset({"avx2"}), x86=True)  # vpmaddubsw saturates
-    assert int8_fusion_is_exact(frozenset({"avx2", "avx512_vnni"}), x86=True)
-    assert int8_fusion_is_exact(frozenset({"avx2", "avx_vnni"}), x86=True)
-    assert int8_fusion_is_exact(frozenset(), x86=False)  # Arm: 32-bit accumulation

@@ -1,5 +1,6 @@
-"""What the CPU can do, read from /proc/cpuinfo: decides how int8 models are run (and, in
-training, whether bf16 autocast pays)."""
+"""What the CPU can do, read from /proc/cpuinfo: for logs and metadata, and, in training,
+whether bf16 autocast pays. How int8 models run is decided by what the CPU computes
+(cifar_onnx.registry.make_session), not by these flags."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import platform
 from functools import cache
 from pathlib import Path
 
-# x86 instructions that multiply uint8 by int8 with 32-bit accumulation, no 16-bit saturation.
+# x86 instructions that multiply uint8 by int8 with 32-bit accumulation (no 16-bit saturation).
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
@@ -30,21 +31,6 @@ def cpu_model() -> str:
         return platform.processor() or platform.machine()
     line = next((line for line in text.splitlines() if line.startswith("model name")), "")
     return line.partition(":")[2].strip() or platform.machine()
-
-
-def is_x86() -> bool:
-    return platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
-
-
-def int8_fusion_is_exact(flags: frozenset[str] | None = None, x86: bool | None = None) -> bool:
-    """Whether ONNX Runtime's fused int8 kernels (QDQ -> QLinearConv/MatMulInteger) compute
-    exactly here. On x86 without VNNI they multiply uint8 activations by int8 weights with
-    AVX2's vpmaddubsw, whose 16-bit sums saturate for full-range int8 weights: measured on an
-    AMD EPYC (Zen 3, AVX2 only), airbench's int8 graph fell from 90.6% to 39% test accuracy.
-    Arm's int8 dot products accumulate in 32 bits and are unaffected."""
-    flags = cpu_flags() if flags is None else flags
-    x86 = is_x86() if x86 is None else x86
-    return not x86 or any(flag in flags for flag in VNNI_FLAGS)
 
 
 def bf16_is_fast(flags: frozenset[str] | None = None) -> bool:

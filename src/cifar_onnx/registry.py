@@ -8,6 +8,7 @@ that `/api/v1/models` passes through. Nothing about a model is hard-coded here.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from cifar_onnx.cpu import int8_fusion_is_exact
 from cifar_onnx.trust import apply_temperature, temperature_of, threshold_of
+
+
+log = logging.getLogger("cifar_onnx")
 
 
 class ModelError(RuntimeError):
@@ -40,6 +43,7 @@ class ServedModel:
     image_size: int
     temperature: float = 1.0  # from the metadata's calibration (cifar_onnx.trust)
     unsure_threshold: float = 0.0  # evidence spread under which a prediction is unsure (cifar_onnx.trust)
+    int8_mode: str = ""  # how its int8 operators run here (make_session)
 
     def raw(self, batch: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 RGB -> (N, classes) float32 probabilities as the graph computes
@@ -51,24 +55,69 @@ class ServedModel:
         return apply_temperature(self.raw(batch), self.temperature)
 
 
-def fuse_int8(setting: str = "auto") -> bool:
-    """auto: fuse the int8 QDQ pattern into integer kernels only where they are exact (cifar_onnx.cpu);
-    elsewhere ONNX Runtime runs each quantised op as dequantise -> float op -> quantise: the
-    same int8 model and answers, slower. on/off force it."""
-    if setting not in ("auto", "on", "off"):
-        raise ModelError(f"int8_fusion must be auto, on or off, not {setting!r}")
-    return int8_fusion_is_exact() if setting == "auto" else setting == "on"
+INT8_FUSION_SETTINGS = ("auto", "on", "off")
+# Largest mean total-variation distance (half the summed |probability difference|, per image)
+# allowed between the fused and the reference int8 kernels on the self-check images. Exact kernels
+# differ only by requantisation rounding, several times less (docs/MODEL.md, "int8 on every CPU").
+SELF_CHECK_TOLERANCE = 0.02
 
 
-def session_options(threads: int, int8_fusion: str = "auto") -> ort.SessionOptions:
-    """How every ONNX Runtime session of the project is made (service, export, benchmarks)."""
+def session_options(threads: int, fused: bool = True) -> ort.SessionOptions:
+    """How every ONNX Runtime session of the project is made (service, export, benchmarks).
+    fused=False keeps each quantised op as dequantise -> float op -> quantise: the reference
+    meaning of the QDQ graph, slower than ONNX Runtime's fused integer kernels."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if not fuse_int8(int8_fusion):
+    if not fused:
         options.add_session_config_entry("session.disable_quant_qdq", "1")
     return options
+
+
+def _session(path: Path, threads: int, fused: bool) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), session_options(threads, fused), providers=["CPUExecutionProvider"])
+
+
+def self_check_images(size: int) -> np.ndarray:
+    """16 images, the same on every machine: seeded noise, smooth colour fields and flat extremes,
+    which drive the int8 kernels over the whole range of activations."""
+    rng = np.random.default_rng(20261201)
+    noise = rng.integers(0, 256, (8, size, size, 3))
+    coarse = rng.integers(0, 256, (6, 4, 4, 3))
+    smooth = np.stack([np.kron(c, np.ones((size // 4 + 1, size // 4 + 1, 1)))[:size, :size] for c in coarse])
+    flat = np.stack([np.zeros((size, size, 3)), np.full((size, size, 3), 255)])
+    return np.concatenate([noise, smooth, flat]).astype(np.uint8)
+
+
+def self_check(fused: ort.InferenceSession, reference: ort.InferenceSession) -> float:
+    """Mean total-variation distance between the two sessions' answers on the self-check images."""
+    contract = fused.get_inputs()[0]
+    size = contract.shape[1] if isinstance(contract.shape[1], int) else 32
+    feed = {contract.name: self_check_images(size)}
+    return float(np.abs(fused.run(None, feed)[0] - reference.run(None, feed)[0]).sum(1).mean() / 2)
+
+
+def make_session(path: Path, threads: int, int8_fusion: str = "auto") -> tuple[ort.InferenceSession, str]:
+    """The session to serve `path` with, and a line saying how its int8 operators run. auto: fused
+    integer kernels when they give the reference kernels' answers on the self-check images, else
+    the reference kernels. What the CPU computes decides, not a list of its flags: fused u8s8
+    kernels saturate on x86 CPUs without VNNI for 8-bit weights (not for 7-bit ones), and a CPU
+    nobody has tried is judged the same way. on/off force it."""
+    if int8_fusion not in INT8_FUSION_SETTINGS:
+        raise ModelError(f"int8_fusion must be auto, on or off, not {int8_fusion!r}")
+    if int8_fusion != "auto":
+        return _session(path, threads, int8_fusion == "on"), f"int8 {'fused' if int8_fusion == 'on' else 'unfused'} (forced)"
+    fused = _session(path, threads, True)
+    if b"QuantizeLinear" not in path.read_bytes():
+        return fused, "no int8 operators"
+    difference = self_check(fused, _session(path, 1, False))
+    if difference <= SELF_CHECK_TOLERANCE:
+        return fused, f"int8 fused (self-check: within {difference:.1e} of the reference kernels)"
+    log.warning("%s: fused int8 kernels differ from the reference ones by %.3f (mean total-variation distance on "
+                "the self-check images; tolerance %s): serving it unfused, slower but exact",
+                path.name, difference, SELF_CHECK_TOLERANCE)  # fmt: skip
+    return _session(path, threads, False), f"int8 unfused (self-check: fused kernels off by {difference:.3f})"
 
 
 def load_model(onnx_path: Path, threads: int, int8_fusion: str = "auto") -> ServedModel:
@@ -86,7 +135,7 @@ def load_model(onnx_path: Path, threads: int, int8_fusion: str = "auto") -> Serv
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"{meta_path}: malformed metadata ({exc!r})") from None
 
-    session = ort.InferenceSession(str(onnx_path), session_options(threads, int8_fusion), providers=["CPUExecutionProvider"])
+    session, int8_mode = make_session(onnx_path, threads, int8_fusion)
 
     # Check the graph against what the metadata promises, so a mismatch fails at start-up,
     # not on the first request.
@@ -98,7 +147,7 @@ def load_model(onnx_path: Path, threads: int, int8_fusion: str = "auto") -> Serv
         raise ModelError(f"{onnx_path.name}: the graph has no output {output_name!r} with {len(classes)} classes")
     name = meta.get("name") or onnx_path.stem
     model = ServedModel(name, onnx_path, meta, session, classes, input_name, output_name, size,
-                        temperature, threshold)  # fmt: skip
+                        temperature, threshold, int8_mode)  # fmt: skip
     model.predict(np.zeros((1, size, size, 3), dtype=np.uint8))  # warm-up: first run allocates
     return model
 

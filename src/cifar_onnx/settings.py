@@ -26,8 +26,8 @@ class Settings:
     max_pixels: int = 40_000_000  # decompression-bomb guard, checked from the header
     max_batch_files: int = 64
     intra_op_threads: int = 1  # per ONNX Runtime call: 1 gives the best throughput under load
-    # Fused integer kernels for the int8 models: auto uses them only where the CPU computes them
-    # exactly (VNNI, or not x86); on/off force it (cifar_onnx.cpu explains why).
+    # Fused integer kernels for the int8 models: auto uses them where a self-check at load shows
+    # they compute what the reference kernels do (cifar_onnx.registry.make_session); on/off force it.
     int8_fusion: str = "auto"
     inference_workers: int = os.cpu_count() or 1  # concurrent inference calls (thread pool)
     # Requests allowed to wait for an inference worker; past it, 503 at once (overload shedding).
