@@ -14,7 +14,7 @@ import httpx
 import pytest
 import uvicorn
 
-import cifar_onnx.api
+import cifar_onnx.batching
 from cifar_onnx.app import create_app
 from cifar_onnx.serving import InferenceQueue, OverloadedError
 from cifar_onnx.settings import Settings
@@ -43,13 +43,13 @@ def test_queue_refuses_past_its_bound_then_serves_again() -> None:
 def test_overloaded_api_answers_503_json_with_retry_after(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Real HTTP, one inference worker held busy by a slowed model, a queue of one: the next
     request is refused at once with 503; once the queue drains, requests are served again."""
-    real, release = cifar_onnx.api.classify_bytes, threading.Event()
+    real, release = cifar_onnx.batching.timed_predict, threading.Event()
 
     def held(*args: object):
         release.wait(10)
         return real(*args)
 
-    monkeypatch.setattr(cifar_onnx.api, "classify_bytes", held)
+    monkeypatch.setattr(cifar_onnx.batching, "timed_predict", held)
     settings = Settings.from_env(environ={}, model_dir=model_dir, max_queue=1, inference_workers=1)
     app = create_app(settings, wait_for_models=True)
     server = uvicorn.Server(uvicorn.Config(app, port=free_port(), log_level="warning"))
@@ -64,18 +64,18 @@ def test_overloaded_api_answers_503_json_with_retry_after(model_dir: Path, monke
         def post() -> httpx.Response:
             return httpx.post(f"{url}/api/v1/predict", files={"file": ("cat.jpg", sample("cat"), "image/jpeg")}, timeout=20)
 
-        def wait_until(running: int, waiting: int) -> None:
+        def wait_until(running: int, inside: int) -> None:
             for _ in range(200):
-                stats = app.state.queue.limiter.statistics()
-                if (stats.borrowed_tokens, stats.tasks_waiting) == (running, waiting):
+                queue = app.state.queue
+                if (queue.limiter.statistics().borrowed_tokens, queue.inside) == (running, inside):
                     return
                 time.sleep(0.02)
-            raise AssertionError(f"queue never reached {running} running, {waiting} waiting")
+            raise AssertionError(f"queue never reached {running} running, {inside} admitted")
 
         first = pool.submit(post)
-        wait_until(1, 0)
-        second = pool.submit(post)
         wait_until(1, 1)
+        second = pool.submit(post)  # waits for the one inference worker, behind the first
+        wait_until(1, 2)
         shed = post()
         assert shed.status_code == 503 and shed.headers["retry-after"] == "1"
         assert shed.json()["error"] == "overloaded" and "capacity" in shed.json()["message"]

@@ -10,7 +10,7 @@ from litestar.datastructures import ResponseHeader, UploadFile
 from litestar.openapi import ResponseSpec
 from litestar.params import Body, Parameter
 
-from cifar_onnx.classify import Prediction, classify_bytes
+from cifar_onnx.classify import Prediction
 from cifar_onnx.errors import NotReadyError, ServiceError, error_responses
 from cifar_onnx.registry import ModelStore
 from cifar_onnx.serving import MULTIPART, InferenceQueue, explain_upload, read_upload, served
@@ -75,7 +75,7 @@ class PredictionController(Controller):
         to trust: the photo may show none of the ten classes."""
         chosen = served(store, model)
         payload = await read_upload(data.file, settings)
-        return (await queue.run(classify_bytes, [(None, payload)], chosen, top_k, settings.max_pixels))[0]
+        return (await queue.classify([(None, payload)], chosen, top_k, settings.max_pixels))[0]
 
     @post("/predict/batch", status_code=200, summary="Classify several images in one model call",
           responses=error_responses(400, 413, 415, 422, 503))  # fmt: skip
@@ -92,7 +92,7 @@ class PredictionController(Controller):
                                f"{len(uploads)} files sent; the limit is {settings.max_batch_files} per request.")  # fmt: skip
         names = [u.filename or f"file{i}" for i, u in enumerate(uploads)]
         payloads = [await read_upload(u, settings) for u in uploads]
-        predictions = await queue.run(classify_bytes, list(zip(names, payloads)), chosen, top_k, settings.max_pixels)
+        predictions = await queue.classify(list(zip(names, payloads)), chosen, top_k, settings.max_pixels)
         results = [NamedPrediction(**vars(p), filename=name) for p, name in zip(predictions, names)]
         return BatchResult(results, chosen.name, predictions[0].inference_ms)
 

@@ -33,7 +33,8 @@ def create_app(settings: Settings | None = None, wait_for_models: bool = False) 
     store = ModelStore(settings.model_dir, settings.intra_op_threads, settings.default_model, settings.int8_fusion)
 
     def start(app: Litestar) -> None:
-        app.state.queue = InferenceQueue(settings.inference_workers, settings.max_queue)
+        app.state.queue = InferenceQueue(settings.inference_workers, settings.max_queue, settings.max_batch,
+                                         settings.batch_wait_ms)
         if wait_for_models:
             store.load()
         else:

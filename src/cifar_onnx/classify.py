@@ -19,6 +19,12 @@ INFERENCE_SECONDS = Histogram(
     ["model", "batch"],
     buckets=(0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0),
 )
+BATCH_IMAGES = Histogram(
+    "cifar_onnx_batch_images",
+    "Images in one ONNX Runtime call (dynamic batching joins waiting requests), by model.",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 
 
 @dataclass(frozen=True)
@@ -44,12 +50,18 @@ def _batch_bucket(n: int) -> str:
     return "1" if n == 1 else "2-8" if n <= 8 else "9-64" if n <= 64 else ">64"
 
 
-def predict_arrays(model: ServedModel, images: np.ndarray, top_k: int) -> list[Prediction]:
-    """Classify (N, S, S, 3) uint8 images in one ORT call; top_k calibrated classes per image."""
+def timed_predict(model: ServedModel, images: np.ndarray) -> tuple[np.ndarray, float]:
+    """One ONNX Runtime call on (N, S, S, 3) uint8 images: calibrated probabilities and seconds."""
     start = time.perf_counter()
     probs = model.predict(images)
     seconds = time.perf_counter() - start
     INFERENCE_SECONDS.labels(model.name, _batch_bucket(len(images))).observe(seconds)
+    BATCH_IMAGES.labels(model.name).observe(len(images))
+    return probs, seconds
+
+
+def predictions(model: ServedModel, probs: np.ndarray, seconds: float, top_k: int) -> list[Prediction]:
+    """Calibrated probabilities -> a Prediction per row, with its top_k classes."""
     k = max(1, min(top_k, len(model.classes)))
     results = []
     for row, score in zip(probs, evidence(probs)):
@@ -60,6 +72,11 @@ def predict_arrays(model: ServedModel, images: np.ndarray, top_k: int) -> list[P
         results.append(Prediction(best.label, best.index, best.probability, scores, model.name, round(seconds * 1000, 3),
                                   reason is not None, reason))  # fmt: skip
     return results
+
+
+def predict_arrays(model: ServedModel, images: np.ndarray, top_k: int) -> list[Prediction]:
+    """Classify (N, S, S, 3) uint8 images in one ORT call; top_k calibrated classes per image."""
+    return predictions(model, *timed_predict(model, images), top_k)
 
 
 def decode_batch(files: Sequence[tuple[str | None, bytes]], size: int, max_pixels: int) -> np.ndarray:

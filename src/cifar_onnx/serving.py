@@ -10,7 +10,7 @@ seconds late helps nobody.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TypeVar
@@ -21,6 +21,8 @@ from litestar.enums import RequestEncodingType
 from litestar.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import Counter, Gauge
 
+from cifar_onnx.batching import Batcher
+from cifar_onnx.classify import Prediction, decode_batch, predictions
 from cifar_onnx.errors import NotReadyError, ServiceError
 from cifar_onnx.explain import Explanation, explain_bytes
 from cifar_onnx.registry import ModelStore, ServedModel
@@ -53,9 +55,12 @@ class InferenceQueue:
     `run`, and the accepted ones waited behind that parsing (measured with 256 connections and a
     bound of 32, benchmarks/flood.py: accepted median 5.95 s before, 2.9 s after)."""
 
-    def __init__(self, workers: int, max_queue: int):
-        self.limiter = CapacityLimiter(workers)
+    def __init__(self, workers: int, max_queue: int, max_batch: int = 32, batch_wait_ms: float = 0.0):
+        self.limiter = CapacityLimiter(workers)  # ONNX Runtime calls at once
+        self.decoders = CapacityLimiter(workers)  # uploads decoded at once
         self.workers, self.max_queue = workers, max_queue
+        self.max_batch, self.batch_wait_s = max_batch, batch_wait_ms / 1000
+        self.batchers: dict[str, Batcher] = {}
         self.inside = 0  # admitted and not yet answered; only the event loop changes it
         WAITING.set_function(lambda: self.limiter.statistics().tasks_waiting)
 
@@ -77,13 +82,35 @@ class InferenceQueue:
             _ADMITTED.reset(token)
             self.inside -= 1
 
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
+    @contextmanager
+    def admitted(self) -> Iterator[None]:
+        """The place shed_early gave this request, else one taken now (503 when full)."""
         if _ADMITTED.get():
-            return await to_thread.run_sync(fn, *args, limiter=self.limiter)
+            yield
+            return
         if self.full():
             raise self.refusal()
         with self.place():
+            yield
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """`fn` on an inference worker (explain: its own batch of occluded copies)."""
+        with self.admitted():
             return await to_thread.run_sync(fn, *args, limiter=self.limiter)
+
+    def batcher(self, model: ServedModel) -> Batcher:
+        if model.name not in self.batchers:
+            self.batchers[model.name] = Batcher(model, self.limiter, self.max_batch, self.batch_wait_s)
+        return self.batchers[model.name]
+
+    async def classify(self, files: Sequence[tuple[str | None, bytes]], model: ServedModel, top_k: int,
+                       max_pixels: int) -> list[Prediction]:  # fmt: skip
+        """Decode in the thread pool (beside inference, not behind it), then one inference through
+        the model's batcher, which joins it with whatever else waits for that model."""
+        with self.admitted():
+            images = await to_thread.run_sync(decode_batch, files, model.image_size, max_pixels, limiter=self.decoders)
+            done = await self.batcher(model).infer(images)
+        return predictions(model, done.probabilities, done.seconds, top_k)
 
 
 def shed_early(app: ASGIApp) -> ASGIApp:

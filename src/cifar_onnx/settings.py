@@ -32,6 +32,11 @@ class Settings:
     inference_workers: int = os.cpu_count() or 1  # concurrent inference calls (thread pool)
     # Requests allowed to wait for an inference worker; past it, 503 at once (overload shedding).
     max_queue: int = 32  # measured with python -m benchmarks.overload (benchmarks/RESULTS.md)
+    # Dynamic batching: a free inference worker takes up to this many waiting images of one model
+    # as one call (cifar_onnx.batching; chosen with benchmarks, RESULTS.md), after waiting
+    # batch_wait_ms for company (0: never wait).
+    max_batch: int = 32
+    batch_wait_ms: float = 0.0
     explain_size: int = 256  # side of the explain PNG, pixels
     explain_threads: int = os.cpu_count() or 1  # concurrent ORT calls one explain request splits into
     host: str = "127.0.0.1"
@@ -48,7 +53,7 @@ class Settings:
             raw = environ.get(f"CIFAR_ONNX_{f.name.upper()}")
             if raw is None:
                 continue
-            kind = f.type if isinstance(f.type, type) else {"Path": Path, "int": int, "str": str}[str(f.type)]
+            kind = f.type if isinstance(f.type, type) else {"Path": Path, "int": int, "float": float, "str": str}[str(f.type)]
             try:
                 values[f.name] = kind(raw)
             except ValueError:

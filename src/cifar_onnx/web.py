@@ -16,7 +16,7 @@ from litestar.datastructures import Cookie, UploadFile
 from litestar.params import Body
 from litestar.response import Template
 
-from cifar_onnx.classify import Prediction, classify_bytes
+from cifar_onnx.classify import Prediction
 from cifar_onnx.errors import ErrorBody, ServiceError, error_headers, to_error
 from cifar_onnx.i18n import LANGUAGES, TEXT, class_name, pick_language
 from cifar_onnx.registry import ModelStore
@@ -92,7 +92,7 @@ class PageController(Controller):
             payload = await read_upload(data.file, settings) if data.file is not None else b""
             if not payload:
                 raise ServiceError(400, "no_file", "Choose an image file first.")
-            result: Prediction = (await queue.run(classify_bytes, [(None, payload)], chosen, 5, settings.max_pixels))[0]
+            result: Prediction = (await queue.classify([(None, payload)], chosen, 5, settings.max_pixels))[0]
         except Exception as exc:
             return error_page(request, store, lang, exc)
         return render(request, page_context(store, lang, result=result, selected=chosen.name))

@@ -1,0 +1,84 @@
+"""Dynamic batching: when an inference worker becomes free, it takes every request waiting for
+the same model, up to `max_batch` images, as one ONNX Runtime call.
+
+At low load nothing waits: a request that finds a worker free runs at once, alone (an optional
+`wait_s` lets a worker wait that long for company first). Under load the requests that queued
+while the workers were busy go through together, and one call on N images costs far less than N
+calls on one (benchmarks/RESULTS.md). Each image's answer is the one it gets alone: the graph
+treats the rows of a batch independently (tests/test_batching.py checks it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+from anyio import CapacityLimiter, to_thread
+
+from cifar_onnx.classify import timed_predict
+from cifar_onnx.registry import ServedModel
+
+
+@dataclass(frozen=True)
+class Inference:
+    probabilities: np.ndarray  # this request's rows, calibrated
+    seconds: float  # the ONNX Runtime call it was part of
+    batch_images: int  # how many images that call had
+
+
+@dataclass
+class Batcher:
+    """One per model. `workers` is the limiter all models share: the number of ONNX Runtime calls
+    at once; each model has at most that many drains running."""
+
+    model: ServedModel
+    workers: CapacityLimiter
+    max_batch: int = 32
+    wait_s: float = 0.0
+    pending: deque[tuple[np.ndarray, asyncio.Future[Inference]]] = field(default_factory=deque)
+    draining: int = 0
+
+    async def infer(self, images: np.ndarray) -> Inference:
+        future: asyncio.Future[Inference] = asyncio.get_running_loop().create_future()
+        self.pending.append((images, future))
+        if self.draining < self.workers.total_tokens:
+            self.draining += 1
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    def _take(self) -> list[tuple[np.ndarray, asyncio.Future[Inference]]]:
+        """The oldest waiting requests, up to max_batch images (always at least one request)."""
+        taken, count = [], 0
+        while self.pending and (not taken or count + len(self.pending[0][0]) <= self.max_batch):
+            images, future = self.pending.popleft()
+            if not future.done():  # a client that went away is not computed for
+                taken.append((images, future))
+                count += len(images)
+        return taken
+
+    async def _drain(self) -> None:
+        try:
+            while self.pending:
+                async with self.workers:
+                    if self.wait_s:
+                        await asyncio.sleep(self.wait_s)
+                    taken = self._take()
+                    if not taken:
+                        continue
+                    batch = np.concatenate([images for images, _ in taken])
+                    try:
+                        probs, seconds = await to_thread.run_sync(timed_predict, self.model, batch)
+                    except Exception as exc:  # every request of the call hears it
+                        for _, future in taken:
+                            if not future.done():
+                                future.set_exception(exc)
+                        continue
+                start = 0
+                for images, future in taken:
+                    if not future.done():
+                        future.set_result(Inference(probs[start : start + len(images)], seconds, len(batch)))
+                    start += len(images)
+        finally:
+            self.draining -= 1
