@@ -12,7 +12,7 @@ from litestar.params import Body, Parameter
 
 from cifar_onnx.classify import Prediction
 from cifar_onnx.errors import NotReadyError, ServiceError, error_responses
-from cifar_onnx.registry import ModelStore
+from cifar_onnx.registry import ModelStore, public_metadata
 from cifar_onnx.serving import MULTIPART, InferenceQueue, explain_upload, read_upload, served
 from cifar_onnx.settings import Settings
 
@@ -113,9 +113,11 @@ class PredictionController(Controller):
 
     @get("/models", summary="The served models and their metadata", responses=error_responses(503))
     async def models(self, store: ModelStore) -> ModelList:
-        """Each served model with its metadata (classes, input contract, accuracy, calibration,
-        unsure threshold, provenance)."""
+        """Each served model with the public part of its metadata (classes, input contract,
+        accuracy, calibration, unsure threshold, provenance in words) and how its int8 operators
+        run on this server."""
         if not store.ready:
             raise NotReadyError(store.error)
-        infos = [ModelInfo(m.name, m.name == store.default_name, m.metadata) for m in store.models.values()]
+        infos = [ModelInfo(m.name, m.name == store.default_name, {**public_metadata(m.metadata), "int8_mode": m.int8_mode})
+                 for m in store.models.values()]  # fmt: skip
         return ModelList(store.default_name, infos)

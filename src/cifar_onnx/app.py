@@ -8,17 +8,19 @@ from litestar import Litestar
 from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
-from cifar_onnx import __version__
+from cifar_onnx import __version__, preprocess
 from cifar_onnx.api import PredictionController
 from cifar_onnx.errors import json_error_handler
 from cifar_onnx.health import HealthController, MetricsController
+from cifar_onnx.limits import upload_limits
+from cifar_onnx.logs import log, logging_config, request_ids
+from cifar_onnx.memory import release_large_allocations
 from cifar_onnx.registry import ModelStore
 from cifar_onnx.serving import InferenceQueue, shed_early
 from cifar_onnx.settings import Settings
@@ -33,6 +35,9 @@ def create_app(settings: Settings | None = None, wait_for_models: bool = False) 
     store = ModelStore(settings.model_dir, settings.intra_op_threads, settings.default_model, settings.int8_fusion)
 
     def start(app: Litestar) -> None:
+        release_large_allocations()  # big decodes' memory returns to the system (cifar_onnx.memory)
+        log.info("settings: %s", ", ".join(f"{k}={v}" for k, v in vars(settings).items()))
+        preprocess.BUDGET = preprocess.DecodeBudget(settings.decode_budget_pixels)
         app.state.queue = InferenceQueue(settings.inference_workers, settings.max_queue, settings.max_batch,
                                          settings.batch_wait_ms)
         if wait_for_models:
@@ -77,7 +82,9 @@ def create_app(settings: Settings | None = None, wait_for_models: bool = False) 
             render_plugins=[swagger],
         ),
         # Prometheus outermost, so that requests refused by shed_early are counted too.
-        middleware=[PrometheusConfig(app_name="cifar_onnx", prefix="cifar_onnx", group_path=True).middleware, shed_early],
-        logging_config=LoggingConfig(log_exceptions="debug", loggers={"cifar_onnx": {"level": settings.log_level.upper()}}),
+        # Request ids first, so that every line of a request (refusals included) carries one.
+        middleware=[request_ids, PrometheusConfig(app_name="cifar_onnx", prefix="cifar_onnx", group_path=True).middleware,
+                    shed_early, upload_limits(settings)],  # fmt: skip
+        logging_config=logging_config(settings.log_level, settings.log_format),
     )
 

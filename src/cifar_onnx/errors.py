@@ -14,7 +14,13 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from cifar_onnx.preprocess import CorruptImageError, ImageError, TooManyPixelsError, UnsupportedImageError
+from cifar_onnx.preprocess import (
+    CorruptImageError,
+    DecoderBusyError,
+    ImageError,
+    TooManyPixelsError,
+    UnsupportedImageError,
+)
 from cifar_onnx.registry import UnknownModelError
 
 log = logging.getLogger("cifar_onnx")
@@ -44,6 +50,7 @@ _IMAGE_CODES = {
     UnsupportedImageError: "unsupported_media_type",
     TooManyPixelsError: "too_many_pixels",
     CorruptImageError: "corrupt_image",
+    DecoderBusyError: "decoder_busy",
 }
 
 # The error responses each route documents in the OpenAPI schema.
@@ -53,7 +60,8 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
         413: "An uploaded file (or the whole request) is over the size limit.",
         415: "The bytes are not an image format the service decodes (sniffed, not the content type).",
         422: "A corrupt or truncated image, or one with too many pixels.",
-        503: "The model is still loading, or the service is at capacity (`overloaded`): retry after Retry-After seconds.",
+        503: "The model is still loading, the service is at capacity (`overloaded`), or busy decoding other large "
+             "images (`decoder_busy`): retry after Retry-After seconds.",
     }
     return {s: ResponseSpec(data_container=ErrorBody, description=meaning[s]) for s in statuses}
 

@@ -50,9 +50,10 @@ def occlusion_map(model: ServedModel, image: np.ndarray, index: int | None, thre
     masks = occlusion_masks(image.shape[0])
     batch = np.repeat(image[None], len(masks) + 1, axis=0)
     batch[1:][masks] = image.reshape(-1, 3).mean(axis=0).round().astype(np.uint8)
-    if threads > 1:
-        with ThreadPoolExecutor(threads) as pool:
-            all_probs = np.concatenate(list(pool.map(model.predict, np.array_split(batch, threads))))
+    chunks = max(1, min(threads, len(batch)))  # never an empty chunk, whatever the setting
+    if chunks > 1:
+        with ThreadPoolExecutor(chunks) as pool:
+            all_probs = np.concatenate(list(pool.map(model.predict, np.array_split(batch, chunks))))
     else:
         all_probs = model.predict(batch)
     index = int(all_probs[0].argmax()) if index is None else index
@@ -105,6 +106,6 @@ class Explanation:
 
 def explain_bytes(data: bytes, model: ServedModel, index: int | None, size: int, threads: int, max_pixels: int) -> Explanation:
     """Decode an upload and explain class `index` (None: the predicted class)."""
-    square = decode_square(data, max_pixels)
+    square = decode_square(data, max_pixels, min_side=max(size, model.image_size))
     heat, index, probability = occlusion_map(model, to_model_input(square, model.image_size), index, threads)
     return Explanation(overlay_png(square, heat, size), model.classes[index], index, probability)

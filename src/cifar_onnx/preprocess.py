@@ -8,10 +8,17 @@ is measured on exactly the pixels it will be served.
 from __future__ import annotations
 
 import io
-import warnings
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+# The pixel check in decode_square is the only guard: Pillow's own (a warning past 89M pixels, an
+# error past twice that, raised inside Image.open) would refuse in its words, not the service's,
+# and catching its warning per call was not thread-safe.
+Image.MAX_IMAGE_PIXELS = None
 
 # Formats we decode, recognised by their leading bytes (never by the client's content type).
 _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
@@ -23,6 +30,7 @@ _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     (b"II*\x00", 0, "TIFF"),
     (b"MM\x00*", 0, "TIFF"),
 )
+DEFAULT_MAX_PIXELS = 12_000_000  # per image, as decoded (settings.max_pixels)
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 
 
@@ -42,6 +50,12 @@ class CorruptImageError(ImageError):
 
 class TooManyPixelsError(ImageError):
     status_code = 422
+
+
+class DecoderBusyError(ImageError):
+    """Every pixel of the decode budget is in use for longer than a decode may wait."""
+
+    status_code = 503
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -80,12 +94,43 @@ def _centre_square(image: Image.Image) -> Image.Image:
     return image.crop((left, top, left + side, top + side))
 
 
-def decode_square(data: bytes, max_pixels: int = 40_000_000) -> Image.Image:
-    """Decode an image file's bytes to the RGB centre square the model looks at, full size.
+class DecodeBudget:
+    """Pixels being decoded at once, process-wide: a decode waits (up to `wait_s`) until the ones
+    in flight leave room for it, so a flood of huge uploads queues instead of growing memory
+    (Pillow holds about 4 bytes a pixel, several copies of it at the peak of a decode)."""
 
-    Steps: sniff the format, refuse pixel counts above `max_pixels` before decoding (the
-    header is enough), first frame of an animation, EXIF orientation, any mode to RGB,
-    centre-crop to a square. Raises an ImageError subclass that names what is wrong.
+    def __init__(self, pixels: int, wait_s: float = 5.0):
+        self.total, self.free, self.wait_s = pixels, pixels, wait_s
+        self.room = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        with self.room:
+            if not self.room.wait_for(lambda: self.free >= pixels, timeout=self.wait_s):
+                raise DecoderBusyError("The service is decoding other large images; retry in a moment.")
+            self.free -= pixels
+        try:
+            yield
+        finally:
+            with self.room:
+                self.free += pixels
+                self.room.notify_all()
+
+
+# One budget for the process; its size is the per-image limit (settings.max_pixels) unless
+# configured (settings.decode_budget_pixels, applied by the app at start).
+BUDGET = DecodeBudget(DEFAULT_MAX_PIXELS)
+
+
+def decode_square(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 0) -> Image.Image:
+    """Decode an image file's bytes to the RGB centre square the model looks at.
+
+    Steps: sniff the format; for a JPEG ask the decoder for the smallest DCT scale (1/2 to 1/8)
+    whose centre square still has `min_side` pixels a side (0: full size), which costs a fraction
+    of the memory and time; refuse from the header more than `max_pixels` to decode; hold that
+    many pixels of the process-wide decode budget while decoding; first frame of an animation,
+    EXIF orientation, any mode to RGB, centre-crop to a square. Raises an ImageError subclass that
+    names what is wrong.
     """
     if not data:
         raise CorruptImageError("The uploaded file is empty (0 bytes); send an image file.")
@@ -97,29 +142,29 @@ def decode_square(data: bytes, max_pixels: int = 40_000_000) -> Image.Image:
             + "."
         )
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=[kind])
-            width, height = image.size
-            if width * height > max_pixels:
-                raise TooManyPixelsError(
-                    f"The image has {width}x{height} pixels; the limit is {max_pixels:,} pixels."
-                )
+        image = Image.open(io.BytesIO(data), formats=[kind])
+        width, height = image.size
+        if kind == "JPEG" and min_side:
+            side = min(width, height)
+            image.draft(None, (max(1, width * min_side // side), max(1, height * min_side // side)))
+        decoded = image.size[0] * image.size[1]
+        if decoded > max_pixels:
+            raise TooManyPixelsError(
+                f"The image has {width}x{height} pixels; the limit is {max_pixels:,} pixels."
+            )
+        with BUDGET.hold(min(decoded, BUDGET.total)):
             image.seek(0)
             image.load()
-            image = ImageOps.exif_transpose(image)
-            image = _to_rgb(image)
+            image = _centre_square(_to_rgb(ImageOps.exif_transpose(image)))
     except ImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise TooManyPixelsError(f"The image has too many pixels: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise CorruptImageError(
             f"The {kind} file is corrupt or truncated and cannot be decoded ({exc})."
         ) from None
     if image.size[0] < 1 or image.size[1] < 1:
         raise CorruptImageError("The image has no pixels.")
-    return _centre_square(image)
+    return image
 
 
 def to_model_input(square: Image.Image, size: int = 32) -> np.ndarray:
@@ -130,7 +175,7 @@ def to_model_input(square: Image.Image, size: int = 32) -> np.ndarray:
     return np.asarray(square, dtype=np.uint8).copy()
 
 
-def decode_image(data: bytes, size: int = 32, max_pixels: int = 40_000_000) -> np.ndarray:
+def decode_image(data: bytes, size: int = 32, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode an image file's bytes to a (size, size, 3) uint8 RGB array (`decode_square`,
     then `to_model_input`)."""
-    return to_model_input(decode_square(data, max_pixels), size)
+    return to_model_input(decode_square(data, max_pixels, min_side=size), size)

@@ -55,6 +55,24 @@ class ServedModel:
         return apply_temperature(self.raw(batch), self.temperature)
 
 
+# What /api/v1/models shows of a model's metadata: what a client needs, never the training
+# machine's paths, commands or curves (the full file stays on disk beside the model).
+PUBLIC_KEYS = ("name", "title", "default", "architecture", "classes", "input", "output", "test_time_augmentation",
+               "quantization", "accuracy", "per_class_test_int8", "size_bytes", "latency_ms_batch1_1thread",
+               "parameters", "flops_per_image", "dataset", "sha256", "calibration", "unsure", "explain")
+PUBLIC_MEMBER_KEYS = ("name", "init", "pretrained", "epochs", "wall_minutes", "cpu_minutes", "tta")
+
+
+def public_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """The public part of a model's metadata, with provenance in words: each member's name, where
+    its weights started, how long it trained; the CPU model that trained it."""
+    out = {k: meta[k] for k in PUBLIC_KEYS if k in meta}
+    out["members"] = [{k: m[k] for k in PUBLIC_MEMBER_KEYS if k in m} for m in meta.get("members", [])]
+    if "machine" in meta:
+        out["trained_on"] = {k: meta["machine"][k] for k in ("cpu", "cores") if k in meta["machine"]}
+    return out
+
+
 INT8_FUSION_SETTINGS = ("auto", "on", "off")
 # Largest mean total-variation distance (half the summed |probability difference|, per image)
 # allowed between the fused and the reference int8 kernels on the self-check images. Exact kernels
@@ -173,7 +191,12 @@ class ModelStore:
             paths = sorted(self.model_dir.glob("*.onnx"))
             if not paths:
                 raise ModelError(f"no *.onnx model in {self.model_dir}")
-            loaded = [load_model(p, self.threads, self.int8_fusion) for p in paths]
+            loaded = []
+            for path in paths:
+                loaded.append(load_model(path, self.threads, self.int8_fusion))
+                m = loaded[-1]
+                log.info("loaded %s (%s, sha256 %s): %s; %d ONNX Runtime thread(s) a call", m.name, path.name,
+                         str(m.metadata.get("sha256", "?"))[:12], m.int8_mode, self.threads)  # fmt: skip
             self.models = {m.name: m for m in loaded}
             if not self.default_name:
                 flagged = [m.name for m in loaded if m.metadata.get("default")]
@@ -181,8 +204,10 @@ class ModelStore:
             if self.default_name not in self.models:
                 raise ModelError(f"the default model {self.default_name!r} is not in {self.model_dir}")
             self._ready.set()
+            log.info("ready: %d model(s), default %s", len(self.models), self.default_name)
         except Exception as exc:  # reported by /health/ready and the predict routes
             self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("loading the models failed; /health/ready answers 503 with: %s", self.error)
             raise
 
     def load_in_background(self) -> threading.Thread:
@@ -190,7 +215,7 @@ class ModelStore:
             try:
                 self.load()
             except Exception:
-                pass  # kept in self.error
+                pass  # logged with its traceback by load, kept in self.error for /health/ready
 
         thread = threading.Thread(target=run, name="model-loader", daemon=True)
         thread.start()

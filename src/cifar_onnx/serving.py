@@ -24,6 +24,7 @@ from prometheus_client import Counter, Gauge
 from cifar_onnx.batching import Batcher
 from cifar_onnx.classify import Prediction, decode_batch, predictions
 from cifar_onnx.errors import NotReadyError, ServiceError
+from cifar_onnx.logs import ShedLog
 from cifar_onnx.explain import Explanation, explain_bytes
 from cifar_onnx.registry import ModelStore, ServedModel
 from cifar_onnx.settings import Settings
@@ -61,6 +62,7 @@ class InferenceQueue:
         self.workers, self.max_queue = workers, max_queue
         self.max_batch, self.batch_wait_s = max_batch, batch_wait_ms / 1000
         self.batchers: dict[str, Batcher] = {}
+        self.shed_log = ShedLog()
         self.inside = 0  # admitted and not yet answered; only the event loop changes it
         WAITING.set_function(lambda: self.limiter.statistics().tasks_waiting)
 
@@ -69,6 +71,7 @@ class InferenceQueue:
 
     def refusal(self) -> OverloadedError:
         SHED.inc()
+        self.shed_log.refused(self.inside - self.workers)
         return OverloadedError(self.inside - self.workers)
 
     @contextmanager
