@@ -154,6 +154,13 @@ def write_report(results: dict, path: Path) -> None:
         if "replicas" in scale:
             lines += _table(["replicas", "requests/s (c=16)", "p50 ms", "p99 ms", "errors"],
                             [[n, r["rps"], r["p50_ms"], r["p99_ms"], r["errors"]] for n, r in scale["replicas"].items()]) + [""]
+    if "hostile" in results:
+        lines += ["## Hostile uploads: server CPU per refusal", "",
+                  "`benchmarks/hostile.py`: each kind sent 20 times to one server process with the default settings; "
+                  "the server's own user + system CPU time per request (target: every refusal under 50 ms).", "",
+                  *_table(["upload", "status", "server CPU ms each"],
+                          [[k, ", ".join(map(str, v["status"])), v["server_cpu_ms"]] for k, v in results["hostile"].items()]),
+                  ""]  # fmt: skip
     lines += ["## Targets (issue #6)", "",
               *_table(["what", "target", "measured", "met"], [[w, t, v, "yes" if ok else "**no**"] for w, t, v, ok in targets]),
               ""]  # fmt: skip

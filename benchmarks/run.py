@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import load
+from benchmarks.hostile import hostile
 from benchmarks.model_bench import bench_model
 from benchmarks.overload import overload
 from cifar_onnx.cpu import cpu_model, relevant_flags
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     results["service"] = service_level(args.model_dir, args.seconds, args.soak_requests)
     print("overload", flush=True)
     results["overload"] = overload(args.model_dir, args.seconds)
+    print("hostile uploads", flush=True)
+    results["hostile"] = hostile(args.model_dir, 5 if args.quick else 20)
     if args.scale_results:
         results["scale"] = json.loads(args.scale_results.read_text())
     default = next((m for m in models if json.loads(m.read_text()).get("default")), models[0])
