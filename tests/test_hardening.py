@@ -265,3 +265,18 @@ def test_bodies_in_flight_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         assert "receiving other large uploads" in second.json()["message"]
         assert first.result().status_code == 200
         assert client.post("/api/v1/predict", files={"file": ("c.jpg", image, "image/jpeg")}).status_code == 200
+
+
+def test_a_model_that_fails_to_load_is_logged_with_its_traceback(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from cifar_onnx.registry import ModelStore
+
+    (tmp_path / "broken.onnx").write_bytes(b"not a graph")
+    (tmp_path / "broken.json").write_text(json.dumps({"classes": ["a"], "input": {"name": "image", "size": 32},
+                                                      "output": {"name": "probabilities"}}))  # fmt: skip
+    logging.getLogger("cifar_onnx").propagate = True
+    store = ModelStore(tmp_path)
+    with caplog.at_level(logging.ERROR, logger="cifar_onnx"):
+        store.load_in_background().join(30)
+    assert not store.ready and store.error
+    failed = [r for r in caplog.records if "loading the models failed" in r.getMessage()]
+    assert failed and failed[0].exc_info is not None and store.error in failed[0].getMessage()
