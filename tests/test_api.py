@@ -138,10 +138,20 @@ def test_batch_with_too_many_files_is_400(client: TestClient) -> None:
     assert response.json()["error"] == "too_many_files" and "limit is 8" in response.json()["message"]
 
 
-def test_batch_names_the_bad_file(client: TestClient) -> None:
-    files = [("files", ("good.jpg", sample("cat"), "image/jpeg")), ("files", ("notes.txt", b"hello", "text/plain"))]
+def test_batch_answers_each_file_and_names_the_bad_one(client: TestClient) -> None:
+    """A bad file gets its own error entry; the others are still classified, in one model call."""
+    files = [("files", ("good.jpg", sample("cat"), "image/jpeg")), ("files", ("notes.txt", b"hello", "text/plain")),
+             ("files", ("ship.jpg", sample("ship"), "image/jpeg"))]  # fmt: skip
     response = client.post("/api/v1/predict/batch", files=files)
-    assert response.status_code == 415 and response.json()["message"].startswith("notes.txt:")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    good, bad, ship = body["results"]
+    assert good["label"] == "cat" and ship["label"] == "ship" and body["failed"] == 1
+    assert bad == {"filename": "notes.txt", "status": 415, "error": "unsupported_media_type",
+                   "message": bad["message"]} and bad["message"].startswith("notes.txt:")  # fmt: skip
+    assert body["inference_ms"] == good["inference_ms"] == ship["inference_ms"]
+    only_bad = client.post("/api/v1/predict/batch", files=[("files", ("notes.txt", b"hello", "text/plain"))]).json()
+    assert only_bad["failed"] == 1 and only_bad["inference_ms"] is None
 
 
 def test_batch_wrong_field_is_400(client: TestClient) -> None:

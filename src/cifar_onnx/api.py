@@ -11,7 +11,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import Body, Parameter
 
 from cifar_onnx.classify import Prediction
-from cifar_onnx.errors import NotReadyError, ServiceError, error_responses
+from cifar_onnx.errors import NotReadyError, ServiceError, error_responses, image_error
 from cifar_onnx.registry import ModelStore, public_metadata
 from cifar_onnx.serving import MULTIPART, InferenceQueue, explain_upload, read_upload, served
 from cifar_onnx.settings import Settings
@@ -37,10 +37,21 @@ class NamedPrediction(Prediction):
 
 
 @dataclass(frozen=True)
+class FileError:
+    """A file of a batch that could not be classified, and why (the same codes as a whole request's)."""
+
+    filename: str
+    status: int
+    error: str
+    message: str
+
+
+@dataclass(frozen=True)
 class BatchResult:
-    results: list[NamedPrediction]
+    results: list[NamedPrediction | FileError]  # in upload order; an entry with `error` is a file refused
     model: str
-    inference_ms: float
+    inference_ms: float | None  # the one model call; null when no file could be read
+    failed: int  # how many entries are errors
 
 
 @dataclass(frozen=True)
@@ -82,7 +93,11 @@ class PredictionController(Controller):
     async def predict_batch(self, data: Annotated[BatchForm, Body(media_type=MULTIPART)], store: ModelStore,
                             settings: Settings, queue: InferenceQueue, top_k: TopK = 3,
                             model: ModelName = None) -> BatchResult:  # fmt: skip
-        """Upload up to `max_batch_files` images as repeated multipart fields `files`."""
+        """Upload up to `max_batch_files` images as repeated multipart fields `files`. Each file is
+        answered on its own, in upload order: a prediction, or (for a file that cannot be read) an
+        entry with its `status`, `error` code and `message`; the readable files go through the model
+        in one call. The request as a whole fails only when it is malformed (no files, too many,
+        over the size limits) or the service cannot serve it (503)."""
         chosen = served(store, model)
         uploads = data.files if isinstance(data.files, list) else [data.files]
         if not uploads:
@@ -92,9 +107,13 @@ class PredictionController(Controller):
                                f"{len(uploads)} files sent; the limit is {settings.max_batch_files} per request.")  # fmt: skip
         names = [u.filename or f"file{i}" for i, u in enumerate(uploads)]
         payloads = [await read_upload(u, settings) for u in uploads]
-        predictions = await queue.classify(list(zip(names, payloads)), chosen, top_k, settings.max_pixels)
-        results = [NamedPrediction(**vars(p), filename=name) for p, name in zip(predictions, names)]
-        return BatchResult(results, chosen.name, predictions[0].inference_ms)
+        answers = await queue.classify_each(list(zip(names, payloads)), chosen, top_k, settings.max_pixels)
+        results: list[NamedPrediction | FileError] = [
+            NamedPrediction(**vars(a), filename=name) if isinstance(a, Prediction)
+            else FileError(name, **vars(image_error(a))) for a, name in zip(answers, names)
+        ]  # fmt: skip
+        times = [r.inference_ms for r in results if isinstance(r, NamedPrediction)]
+        return BatchResult(results, chosen.name, times[0] if times else None, len(results) - len(times))
 
     @post("/explain", status_code=200, summary="Where the model looked: a heat map over the image",
           media_type="image/png", responses={**PNG_ANSWER, **error_responses(400, 413, 415, 422, 503)},

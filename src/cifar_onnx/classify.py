@@ -92,5 +92,17 @@ def decode_batch(files: Sequence[tuple[str | None, bytes]], size: int, max_pixel
     return np.stack(arrays)
 
 
+def decode_each(files: Sequence[tuple[str | None, bytes]], size: int, max_pixels: int) -> list[np.ndarray | ImageError]:
+    """Decode every file on its own: its (size, size, 3) array, or the ImageError (naming the
+    file) that refused it, so that one bad file does not sink the others."""
+    out: list[np.ndarray | ImageError] = []
+    for name, data in files:
+        try:
+            out.append(decode_image(data, size, max_pixels))
+        except ImageError as exc:
+            out.append(type(exc)(f"{name}: {exc}") if name else exc)
+    return out
+
+
 def classify_bytes(files: Sequence[tuple[str | None, bytes]], model: ServedModel, top_k: int, max_pixels: int) -> list[Prediction]:
     return predict_arrays(model, decode_batch(files, model.image_size, max_pixels), top_k)

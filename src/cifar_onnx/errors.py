@@ -66,12 +66,16 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
     return {s: ResponseSpec(data_container=ErrorBody, description=meaning[s]) for s in statuses}
 
 
+def image_error(exc: ImageError) -> ErrorBody:
+    return ErrorBody(exc.status_code, _IMAGE_CODES.get(type(exc), "bad_image"), str(exc))
+
+
 def to_error(exc: Exception, request: Request) -> ErrorBody:
     """Map any exception to the body we answer with."""
     if isinstance(exc, ServiceError):
         return ErrorBody(exc.status, exc.error, exc.message)
     if isinstance(exc, ImageError):
-        return ErrorBody(exc.status_code, _IMAGE_CODES.get(type(exc), "bad_image"), str(exc))
+        return image_error(exc)
     if isinstance(exc, UnknownModelError):
         return ErrorBody(400, "unknown_model", str(exc.args[0]))
     if isinstance(exc, ValidationException) or (isinstance(exc, HTTPException) and exc.status_code == 400):

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TypeVar
 
+import numpy as np
 from anyio import CapacityLimiter, to_thread
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
@@ -22,9 +23,10 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import Counter, Gauge
 
 from cifar_onnx.batching import Batcher
-from cifar_onnx.classify import Prediction, decode_batch, predictions
+from cifar_onnx.classify import Prediction, decode_batch, decode_each, predictions
 from cifar_onnx.errors import NotReadyError, ServiceError
 from cifar_onnx.logs import ShedLog
+from cifar_onnx.preprocess import ImageError
 from cifar_onnx.explain import Explanation, explain_bytes
 from cifar_onnx.registry import ModelStore, ServedModel
 from cifar_onnx.settings import Settings
@@ -114,6 +116,17 @@ class InferenceQueue:
             images = await to_thread.run_sync(decode_batch, files, model.image_size, max_pixels, limiter=self.decoders)
             done = await self.batcher(model).infer(images)
         return predictions(model, done.probabilities, done.seconds, top_k)
+
+    async def classify_each(self, files: Sequence[tuple[str | None, bytes]], model: ServedModel, top_k: int,
+                            max_pixels: int) -> list[Prediction | ImageError]:  # fmt: skip
+        """Several files, each answered on its own: a Prediction, or the ImageError that refused
+        that file. The readable ones go through inference together."""
+        with self.admitted():
+            decoded = await to_thread.run_sync(decode_each, files, model.image_size, max_pixels, limiter=self.decoders)
+            good = [d for d in decoded if isinstance(d, np.ndarray)]
+            done = await self.batcher(model).infer(np.stack(good)) if good else None
+        answers = iter(predictions(model, done.probabilities, done.seconds, top_k) if done else [])
+        return [next(answers) if isinstance(d, np.ndarray) else d for d in decoded]
 
 
 def shed_early(app: ASGIApp) -> ASGIApp:

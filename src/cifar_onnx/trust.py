@@ -52,5 +52,6 @@ def unsure_reason(score: float, threshold: float) -> str | None:
     """None when the evidence reaches the model's threshold, else a sentence for people."""
     if score >= threshold:
         return None
-    return (f"The evidence for the top class is weak (spread {score:.2f}, below this model's threshold of "
-            f"{threshold:.2f}): the image may show none of the ten classes, or too little of one to tell.")  # fmt: skip
+    return (f"The probabilities only compare the ten classes with one another; this image gives little evidence "
+            f"for any of them (evidence spread {score:.2f}, below this model's threshold of {threshold:.2f}), so it "
+            f"may show something else entirely.")  # fmt: skip

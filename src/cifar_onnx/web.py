@@ -17,7 +17,7 @@ from litestar.params import Body
 from litestar.response import Template
 
 from cifar_onnx.classify import Prediction
-from cifar_onnx.errors import ErrorBody, ServiceError, error_headers, to_error
+from cifar_onnx.errors import ErrorBody, ServiceError, error_headers, image_error, to_error
 from cifar_onnx.i18n import LANGUAGES, TEXT, class_name, pick_language
 from cifar_onnx.registry import ModelStore
 from cifar_onnx.serving import MULTIPART, InferenceQueue, explain_upload, read_upload, served
@@ -26,10 +26,18 @@ from cifar_onnx.settings import Settings
 
 @dataclass
 class ClassifyForm:
-    file: UploadFile | None = None
+    # The file picker and the camera button both send `files`; an unused one sends an empty part
+    # with no filename, which the multipart parser hands over as a string.
+    files: Any = None  # UploadFile, str, or a list of them (msgspec takes no union of these)
     model: str | None = None
     lang: str | None = None
     label: str | None = None  # explain-view only: the class to explain
+    index: int | None = None  # explain-view only: which of the photos
+
+
+def chosen_files(form: ClassifyForm) -> list[UploadFile]:
+    uploads = form.files if isinstance(form.files, list) else [form.files]
+    return [u for u in uploads if isinstance(u, UploadFile) and u.filename]
 
 
 def page_context(store: ModelStore, lang: str, **extra: Any) -> dict[str, Any]:
@@ -40,7 +48,7 @@ def page_context(store: ModelStore, lang: str, **extra: Any) -> dict[str, Any]:
             models.append({"name": m.name, "title": m.metadata.get("title", m.name), "accuracy": accuracy,
                            "default": m.name == store.default_name})  # fmt: skip
     return {"lang": lang, "t": TEXT[lang], "languages": LANGUAGES, "models": models,
-            "class_name": lambda label: class_name(label, lang), "result": None, "error": None, **extra}  # fmt: skip
+            "class_name": lambda label: class_name(label, lang), "cards": None, "error": None, **extra}  # fmt: skip
 
 
 def render(request: Request, context: dict[str, Any], status: int = 200, fragment: str = "_result.html") -> Template:
@@ -89,13 +97,22 @@ class PageController(Controller):
         lang = language(request, data.lang)
         try:
             chosen = served(store, data.model or None)
-            payload = await read_upload(data.file, settings) if data.file is not None else b""
-            if not payload:
+            uploads = chosen_files(data)
+            if not uploads:
                 raise ServiceError(400, "no_file", "Choose an image file first.")
-            result: Prediction = (await queue.classify([(None, payload)], chosen, 5, settings.max_pixels))[0]
+            if len(uploads) > settings.max_batch_files:
+                raise ServiceError(400, "too_many_files",
+                                   f"{len(uploads)} files sent; the limit is {settings.max_batch_files} at once.")  # fmt: skip
+            files = [(u.filename, await read_upload(u, settings)) for u in uploads]
+            answers = await queue.classify_each(files, chosen, 5, settings.max_pixels)
         except Exception as exc:
             return error_page(request, store, lang, exc)
-        return render(request, page_context(store, lang, result=result, selected=chosen.name))
+        cards = [{"index": i, "filename": name, "result": a} if isinstance(a, Prediction)
+                 else {"index": i, "filename": name, "error": _error_view(image_error(a), lang)}
+                 for i, ((name, _), a) in enumerate(zip(files, answers))]  # fmt: skip
+        # All refused: the first refusal's status (a single bad photo answers as it always did).
+        status = 200 if any("result" in c for c in cards) else image_error(answers[0]).status
+        return render(request, page_context(store, lang, cards=cards, selected=chosen.name), status)
 
     @post("/explain-view", status_code=200)
     async def explain_view(self, request: Request, data: Annotated[ClassifyForm, Body(media_type=MULTIPART)],
@@ -103,9 +120,12 @@ class PageController(Controller):
         """The heat map as an <img> with a data: URL, for the toggle under a result."""
         lang = language(request, data.lang)
         try:
-            if data.file is None:
+            uploads = chosen_files(data)
+            index = data.index or 0
+            if not 0 <= index < len(uploads):
                 raise ServiceError(400, "no_file", "Choose an image file first.")
-            found = await explain_upload(queue, data.file, served(store, data.model or None), data.label or None, settings)
+            found = await explain_upload(queue, uploads[index], served(store, data.model or None), data.label or None,
+                                         settings)  # fmt: skip
         except Exception as exc:
             return error_page(request, store, lang, exc, fragment="_explanation.html")
         image = "data:image/png;base64," + base64.b64encode(found.png).decode("ascii")
