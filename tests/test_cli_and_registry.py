@@ -28,12 +28,31 @@ def test_predict_prints_json_lines(model_dir: Path) -> None:
     assert all(len(r["top_k"]) == 2 and r["model"] == "cifar10" for r in rows)
 
 
-def test_predict_reports_a_bad_file_and_fails(model_dir: Path, tmp_path: Path) -> None:
+def test_predict_prints_a_table_reports_a_bad_file_and_fails(model_dir: Path, tmp_path: Path) -> None:
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")
-    done = run_cli("predict", "--model-dir", str(model_dir), str(SAMPLES / "cat.jpg"), str(bad))
+    done = run_cli("predict", "--model-dir", str(model_dir), str(SAMPLES / "cat.jpg"), str(bad), str(SAMPLES / "ship.jpg"))
     assert done.returncode == 1
-    assert "cat.jpg:" in done.stdout and "notes.txt: error:" in done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "model: cifar10" and lines[1].split() == ["file", "class", "probability", "unsure", "runners-up"]
+    assert lines[2].startswith(str(SAMPLES / "cat.jpg")) and lines[2].split()[1] == "cat" and "%" in lines[2]
+    assert lines[3].split()[:2] == [str(bad), "error"] and "not an image format" in lines[3]
+    assert lines[4].split()[1] == "ship"
+    assert "1 of 3 file(s) could not be classified" in done.stderr
+
+
+def test_predict_says_unsure_in_plain_output_and_takes_a_model(model_dir: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    grey = tmp_path / "grey.png"  # none of the ten classes
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(grey)
+    done = run_cli("predict", "--model-dir", str(model_dir), "--model", "vgg16_bn" if (model_dir / "vgg16_bn.onnx").exists()
+                   else "cifar10", str(grey))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    row = done.stdout.splitlines()[2]
+    assert "UNSURE" in row.split() and f"{grey}: unsure." in done.stdout and "evidence" in done.stdout
+    unknown = run_cli("predict", "--model-dir", str(model_dir), "--model", "nope", str(grey))
+    assert unknown.returncode == 2 and "No model named 'nope'" in unknown.stderr
 
 
 def test_settings_come_from_the_environment() -> None:

@@ -9,6 +9,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from cifar_onnx.settings import Settings
 
 
@@ -26,29 +28,64 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def predict(args: argparse.Namespace) -> int:
-    from cifar_onnx.classify import classify_bytes
-    from cifar_onnx.preprocess import ImageError
-    from cifar_onnx.registry import ModelStore
+    """Classify the files with one model call; a table (or JSON lines); exit 1 if any file failed."""
+    from cifar_onnx.classify import decode_each, predictions, timed_predict
+    from cifar_onnx.registry import ModelStore, UnknownModelError
 
     settings = Settings.from_env(model_dir=args.model_dir)
     store = ModelStore(settings.model_dir, settings.intra_op_threads, settings.default_model, settings.int8_fusion)
     store.load()
-    model = store.get(args.model)
-    failed = 0
+    try:
+        model = store.get(args.model)
+    except UnknownModelError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    files: list[tuple[str, bytes | OSError]] = []
     for path in args.images:
         try:
-            result = classify_bytes([(None, Path(path).read_bytes())], model, args.top_k, settings.max_pixels)[0]
-        except (ImageError, OSError) as exc:
-            failed += 1
-            print(json.dumps({"file": path, "error": str(exc)}) if args.json else f"{path}: error: {exc}",
-                  file=sys.stdout if args.json else sys.stderr)  # fmt: skip
-            continue
-        if args.json:
-            print(json.dumps({"file": path, **asdict(result)}))
-        else:
-            ranked = ", ".join(f"{s.label} {s.probability:.1%}" for s in result.top_k)
-            print(f"{path}: {result.label} ({ranked})")
+            files.append((path, Path(path).read_bytes()))
+        except OSError as exc:
+            files.append((path, exc))
+    readable = [(name, data) for name, data in files if isinstance(data, bytes)]
+    decoded = iter(decode_each(readable, model.image_size, settings.max_pixels))
+    outcomes: list[tuple[str, object]] = [(name, next(decoded) if isinstance(data, bytes) else data) for name, data in files]
+    good = [o for _, o in outcomes if not isinstance(o, Exception)]
+    answers = iter(predictions(model, *timed_predict(model, np.stack(good)), args.top_k) if good else [])
+    results = [(name, o if isinstance(o, Exception) else next(answers)) for name, o in outcomes]
+    for line in (json_lines(results) if args.json else table(results, model.name)):
+        print(line)
+    failed = sum(isinstance(r, Exception) for _, r in results)
+    if failed and not args.json:
+        print(f"{failed} of {len(results)} file(s) could not be classified", file=sys.stderr)
     return 1 if failed else 0
+
+
+def json_lines(results: list[tuple[str, object]]) -> list[str]:
+    out = []
+    for name, r in results:
+        if isinstance(r, Exception):
+            out.append(json.dumps({"file": name, "error": str(r)}))
+        else:
+            out.append(json.dumps({"file": name, **asdict(r)}))
+    return out
+
+
+def table(results: list[tuple[str, object]], model: str) -> list[str]:
+    """One row a file: its class and calibrated probability, UNSURE when the model is (with the
+    reason under the table), the runners-up; an error in place of the answer for a bad file."""
+    rows = [("file", "class", "probability", "unsure", "runners-up")]
+    notes = []
+    for name, r in results:
+        if isinstance(r, Exception):
+            rows.append((name, "error", "", "", str(r).removeprefix(f"{name}: ")))
+            continue
+        rest = ", ".join(f"{s.label} {s.probability:.1%}" for s in r.top_k[1:])
+        rows.append((name, r.label, f"{r.confidence:.1%}", "UNSURE" if r.unsure else "", rest))
+        if r.unsure:
+            notes.append(f"{name}: unsure. {r.unsure_reason}")
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4] for row in rows]
+    return [f"model: {model}", *[line.rstrip() for line in lines], *notes]
 
 
 def health(args: argparse.Namespace) -> int:
@@ -74,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--port", type=int, help="default 8000 (CIFAR_ONNX_PORT)")
     s.add_argument("--workers", type=int, help="uvicorn worker processes, default 1 (CIFAR_ONNX_WORKERS)")
     s.add_argument("--model-dir", type=Path, help="folder of *.onnx + *.json (CIFAR_ONNX_MODEL_DIR)")
-    p = sub.add_parser("predict", help="classify image files")
+    p = sub.add_parser("predict", help="classify image files (a table; exit 1 if any file failed)")
     p.add_argument("images", nargs="+")
     p.add_argument("--top-k", type=int, default=3, choices=range(1, 11), metavar="1..10")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
