@@ -48,7 +48,7 @@ def run_server(command: list[str], env: dict[str, str], ready_path: str) -> Iter
     start = time.perf_counter()
     # The server's output goes to a file, never an undrained pipe: a request log filling a
     # 64 KB pipe would block the server mid-benchmark.
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below, with the server)
     proc = subprocess.Popen(command, env={**os.environ, **env}, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -95,7 +95,7 @@ class MemorySampler:
     samples: list[float] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
-    def __enter__(self) -> "MemorySampler":
+    def __enter__(self) -> MemorySampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
@@ -134,7 +134,7 @@ class HealthPoller:
     failures: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
 
-    def __enter__(self) -> "HealthPoller":
+    def __enter__(self) -> HealthPoller:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self

@@ -76,9 +76,9 @@ def measure_in_process(runtime: Runtime, images: np.ndarray, runs: int) -> dict[
     for threads in (1, 2):
         predict = predictor(runtime, threads)
         one = images[:1]
-        result[f"batch1_{threads}t"] = percentiles(time_calls(lambda: predict(one), runs, warmup=30))
+        result[f"batch1_{threads}t"] = percentiles(time_calls(lambda p=predict, x=one: p(x), runs, warmup=30))
         batch = images[:64]
-        seconds = time_calls(lambda: predict(batch), runs=max(5, runs // 50), warmup=2)
+        seconds = time_calls(lambda p=predict, x=batch: p(x), runs=max(5, runs // 50), warmup=2)
         result[f"batch64_{threads}t_images_per_s"] = round(64 / float(np.median(seconds)), 1)
     return result
 

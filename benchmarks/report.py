@@ -136,8 +136,9 @@ def write_report(results: dict, path: Path) -> None:
                 rows.append([f"{label} (max_queue {run['max_queue']:,})", c, r["p50_ms"], r["p99_ms"], r["accepted"],
                              accepted_p99, r["shed_503"], r["socket_errors"],
                              f"{r['health_not_200']}/{r['health_checks']}"])  # fmt: skip
-        lines += _table(["server", "connections", "p50 ms", "p99 ms", "answered 200", "200s' p99 ms", "shed (503)",
-                         "socket errors", "/health/ready not 200"], rows) + [""]  # fmt: skip
+        header = ["server", "connections", "p50 ms", "p99 ms", "answered 200", "200s' p99 ms", "shed (503)",
+                  "socket errors", "/health/ready not 200"]  # fmt: skip
+        lines += [*_table(header, rows), ""]
     if "scale" in results:
         scale = results["scale"]
         kill = scale["kill"]
@@ -152,8 +153,13 @@ def write_report(results: dict, path: Path) -> None:
                   f"({kill['victim_restarts']}x) and all three were healthy again {kill['load']['recovered_in_s']} s "
                   "after the kill.", ""]  # fmt: skip
         if "replicas" in scale:
-            lines += _table(["replicas", "requests/s (c=16)", "p50 ms", "p99 ms", "errors"],
-                            [[n, r["rps"], r["p50_ms"], r["p99_ms"], r["errors"]] for n, r in scale["replicas"].items()]) + [""]
+            lines += [
+                *_table(
+                    ["replicas", "requests/s (c=16)", "p50 ms", "p99 ms", "errors"],
+                    [[n, r["rps"], r["p50_ms"], r["p99_ms"], r["errors"]] for n, r in scale["replicas"].items()],
+                ),
+                "",
+            ]
     if "hostile" in results:
         lines += ["## Hostile uploads: server CPU per refusal", "",
                   "`benchmarks/hostile.py`: each kind sent 20 times to one server process with the default settings; "

@@ -132,15 +132,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="smoke test: short levels, 2,000-request soak")
     p.add_argument("--out", type=Path, default=HERE)
     p.add_argument("--scale-results", type=Path, help="JSON from benchmarks.scale (the container check) to report")
-    p.add_argument("--report-only", action="store_true",
-                   help="rewrite RESULTS.md from <out>/results.json (adding --scale-results), measuring nothing")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite RESULTS.md from <out>/results.json (adding --scale-results), measuring nothing",
+    )
     args = p.parse_args(argv)
     if args.report_only:
         from benchmarks.report import write_report
 
         # JSON turned the concurrency levels (int keys) into strings: turn them back.
-        results = json.loads((args.out / "results.json").read_text(),
-                             object_hook=lambda d: {int(k) if k.isdigit() else k: v for k, v in d.items()})
+        results = json.loads(
+            (args.out / "results.json").read_text(),
+            object_hook=lambda d: {int(k) if k.isdigit() else k: v for k, v in d.items()},
+        )
         if args.scale_results:
             results["scale"] = json.loads(args.scale_results.read_text())
             (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")

@@ -52,7 +52,9 @@ def proxy_failures(project: str) -> list[str]:
     """nginx's access and error log lines that are not a 200 answer: what a failed request met."""
     ids = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}",
                  "--filter", "label=com.docker.compose.service=proxy").split()  # fmt: skip
-    logs = subprocess.run(["docker", "logs", *ids[:1]], check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True).stdout
+    logs = subprocess.run(
+        ["docker", "logs", *ids[:1]], check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ).stdout
     return [line for line in logs.splitlines() if '" 200 ' not in line][-30:]
 
 
@@ -78,7 +80,9 @@ def kill_under_load(project: str, proxy: str, seconds: float) -> dict:
     victim = replicas(project)[0]
     pid = docker("inspect", "-f", "{{.State.Pid}}", victim)
     result: dict = {}
-    runner = threading.Thread(target=lambda: result.update(load.wrk(f"{proxy}/api/v1/predict", SAMPLE, 8, seconds, threads=2)))
+    runner = threading.Thread(
+        target=lambda: result.update(load.wrk(f"{proxy}/api/v1/predict", SAMPLE, 8, seconds, threads=2))
+    )
     runner.start()
     time.sleep(seconds / 3)
     subprocess.run(["kill", "-9", pid], check=True)  # a crash, as the kernel would do it
@@ -87,7 +91,9 @@ def kill_under_load(project: str, proxy: str, seconds: float) -> dict:
     wait_healthy(project, 3)
     result["recovered_in_s"] = round(time.monotonic() - killed_at, 1)
     restarts = docker("inspect", "-f", "{{.RestartCount}}", victim)
-    answer = httpx.post(f"{proxy}/api/v1/predict", files={"file": (SAMPLE.name, SAMPLE.read_bytes(), "image/jpeg")}, timeout=10)
+    answer = httpx.post(
+        f"{proxy}/api/v1/predict", files={"file": (SAMPLE.name, SAMPLE.read_bytes(), "image/jpeg")}, timeout=10
+    )
     return {"victim": victim[:12], "load": result, "failed": result["errors"], "victim_restarts": int(restarts),
             "proxy_after": answer.status_code}  # fmt: skip
 

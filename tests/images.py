@@ -49,7 +49,12 @@ def png_claiming_huge_size(width: int = 100_000, height: int = 100_000) -> bytes
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def odd_valid_images() -> dict[str, bytes]:
@@ -86,8 +91,11 @@ def bad_uploads() -> dict[str, tuple[bytes, int, str]]:
         "empty.jpg": (b"", 422, "corrupt_image"),
         "text.txt": (b"just some words, not an image\n", 415, "unsupported_media_type"),
         "page.html": (b"<!doctype html><html><body>hi</body></html>", 415, "unsupported_media_type"),
-        "drawing.svg": (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>',
-                        415, "unsupported_media_type"),  # fmt: skip
+        "drawing.svg": (
+            b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>',
+            415,
+            "unsupported_media_type",
+        ),
         "doc.pdf": (b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n", 415, "unsupported_media_type"),
         "truncated.jpg": (jpeg[: len(jpeg) // 2], 422, "corrupt_image"),
         "truncated.png": (png[: len(png) // 2], 422, "corrupt_image"),

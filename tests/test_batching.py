@@ -25,7 +25,9 @@ def hundred_images() -> np.ndarray:
     shifted and mirrored."""
     root = dataset_dir()
     if root is not None:
-        return np.stack([decode_image((root / "test" / c / f"{i:04d}.jpg").read_bytes()) for c in LABELS for i in range(10)])
+        return np.stack(
+            [decode_image((root / "test" / c / f"{i:04d}.jpg").read_bytes()) for c in LABELS for i in range(10)]
+        )
     base = [decode_image(sample(label)) for label in LABELS]
     return np.stack([np.roll(b if i % 2 else b[:, ::-1], i // 2, axis=1) for i in range(10) for b in base])
 
@@ -63,6 +65,7 @@ def test_concurrent_requests_with_different_models_and_top_k(model_dir: Path) ->
     names = ["cifar10", "vgg16_bn", "airbench"]
     jobs = [(LABELS[i % 10], names[i % 3], 1 + i % 5) for i in range(24)]
     with make_client(model_dir, batch_wait_ms=30.0, inference_workers=1) as client:
+
         def post(job: tuple[str, str, int]) -> dict:
             label, model, k = job
             response = client.post("/api/v1/predict", params={"model": model, "top_k": k},
@@ -79,10 +82,12 @@ def test_concurrent_requests_with_different_models_and_top_k(model_dir: Path) ->
         before = counted()
         with ThreadPoolExecutor(12) as pool:
             together = list(pool.map(post, jobs))
-        calls, images = (after - earlier for after, earlier in zip(counted(), before))
+        calls, images = (after - earlier for after, earlier in zip(counted(), before, strict=False))
         alone = [post(job) for job in jobs]
-    for job, a, b in zip(jobs, together, alone):
+    for job, a, b in zip(jobs, together, alone, strict=False):
         assert a["model"] == job[1] and len(a["top_k"]) == job[2]
         assert [s["label"] for s in a["top_k"]] == [s["label"] for s in b["top_k"]]
-        assert all(abs(x["probability"] - y["probability"]) <= 1e-5 for x, y in zip(a["top_k"], b["top_k"]))
+        assert all(
+            abs(x["probability"] - y["probability"]) <= 1e-5 for x, y in zip(a["top_k"], b["top_k"], strict=False)
+        )
     assert images > calls, f"no call joined two requests ({calls} calls, {images} images)"

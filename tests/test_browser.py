@@ -130,7 +130,9 @@ def test_model_selector_reclassifies_with_each_served_model(server: str, browser
     # Switching the model sends the chosen photo again, to the model picked; the answer names it.
     for name in [n for n in names if n != default] + [default]:
         page.select_option("#model", name)
-        page.wait_for_function("n => document.querySelector('.meta')?.textContent.startsWith(n + ' ')", arg=name, timeout=15_000)
+        page.wait_for_function(
+            "n => document.querySelector('.meta')?.textContent.startsWith(n + ' ')", arg=name, timeout=15_000
+        )
         assert page.inner_text(".top-class") == "truck", name
     assert_sound(page)
     page.close()
@@ -182,8 +184,11 @@ def drop_or_paste_script(event: str) -> str:
     """JavaScript that builds Files from the byte arrays given as its argument and dispatches a
     drop on the drop zone or a paste on the document, as a person's drag or Ctrl+V would."""
     target = "document.getElementById('dropzone')" if event == "drop" else "document"
-    make = ("new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true})" if event == "drop"
-            else "new ClipboardEvent('paste', {clipboardData: dt, bubbles: true, cancelable: true})")
+    make = (
+        "new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true})"
+        if event == "drop"
+        else "new ClipboardEvent('paste', {clipboardData: dt, bubbles: true, cancelable: true})"
+    )
     return f"""files => {{
         const dt = new DataTransfer();
         files.forEach((bytes, i) => dt.items.add(new File([new Uint8Array(bytes)], 'photo' + i + '.jpg', {{type: 'image/jpeg'}})));
@@ -194,7 +199,9 @@ def drop_or_paste_script(event: str) -> str:
 @pytest.mark.parametrize("event, count", [("drop", 2), ("paste", 1)])
 def test_drag_and_drop_and_paste_classify(server: str, browser, event: str, count: int) -> None:
     page = open_page(browser, server + "/?lang=en")
-    page.evaluate(drop_or_paste_script(event), [list((SAMPLES / f"{label}.jpg").read_bytes()) for label in LABELS[:count]])
+    page.evaluate(
+        drop_or_paste_script(event), [list((SAMPLES / f"{label}.jpg").read_bytes()) for label in LABELS[:count]]
+    )
     page.wait_for_function(f"document.querySelectorAll('#result .card .thumb img').length == {count}", timeout=15_000)
     assert_sound(page)
     page.close()
@@ -217,7 +224,8 @@ def test_non_cifar_picture_is_unsure_and_the_heat_map_opens(server: str, browser
     assert page.get_attribute(".prediction", "data-unsure") == "true"
     # The best guess is still shown, greyed, with its probability: one message, no contradiction.
     assert page.inner_text(".top-class") and page.eval_on_selector(
-        ".top-class", "e => getComputedStyle(e).color") != page.eval_on_selector(".languages a", "e => getComputedStyle(e).color")
+        ".top-class", "e => getComputedStyle(e).color"
+    ) != page.eval_on_selector(".languages a", "e => getComputedStyle(e).color")
     assert "%" in page.inner_text(".verdict")
 
     # A ship: confident; the toggle is reached by keyboard and swaps the map in without a reload.

@@ -31,7 +31,9 @@ def test_predict_prints_json_lines(model_dir: Path) -> None:
 def test_predict_prints_a_table_reports_a_bad_file_and_fails(model_dir: Path, tmp_path: Path) -> None:
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")
-    done = run_cli("predict", "--model-dir", str(model_dir), str(SAMPLES / "cat.jpg"), str(bad), str(SAMPLES / "ship.jpg"))
+    done = run_cli(
+        "predict", "--model-dir", str(model_dir), str(SAMPLES / "cat.jpg"), str(bad), str(SAMPLES / "ship.jpg")
+    )
     assert done.returncode == 1
     lines = done.stdout.splitlines()
     assert lines[0] == "model: cifar10" and lines[1].split() == ["file", "class", "probability", "unsure", "runners-up"]
@@ -56,7 +58,9 @@ def test_predict_says_unsure_in_plain_output_and_takes_a_model(model_dir: Path, 
 
 
 def test_settings_come_from_the_environment() -> None:
-    settings = Settings.from_env({"CIFAR_ONNX_PORT": "9000", "CIFAR_ONNX_MODEL_DIR": "/m", "CIFAR_ONNX_MAX_BATCH_FILES": "3"})
+    settings = Settings.from_env(
+        {"CIFAR_ONNX_PORT": "9000", "CIFAR_ONNX_MODEL_DIR": "/m", "CIFAR_ONNX_MAX_BATCH_FILES": "3"}
+    )
     assert settings.port == 9000 and settings.model_dir == Path("/m") and settings.max_batch_files == 3
     with pytest.raises(SystemExit, match="CIFAR_ONNX_PORT"):
         Settings.from_env({"CIFAR_ONNX_PORT": "eighty"})

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from cifar_onnx import cpu, preprocess
-from cifar_onnx.preprocess import DecoderBusyError, DecodeBudget, TooManyPixelsError, decode_image, decode_square
+from cifar_onnx.preprocess import DecodeBudget, DecoderBusyError, TooManyPixelsError, decode_image, decode_square
 from cifar_onnx.settings import Settings
 from tests.conftest import SHIPPED, make_client
 from tests.images import encode, sample
@@ -26,11 +26,17 @@ from tests.images import encode, sample
 
 def png_header_claiming(width: int, height: int) -> bytes:
     """A tiny PNG whose header declares width x height (its data is a stub)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 # --- CPUs ---------------------------------------------------------------------------------------
@@ -85,7 +91,12 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale() -> None:
     data = encode(Image.fromarray(smooth), "JPEG", quality=90)
     square = decode_square(data, min_side=32)
     assert square.size[0] <= 3000 // 8 + 1, square.size
-    full = np.asarray(Image.open(io.BytesIO(data)).convert("RGB").crop((500, 0, 3500, 3000)).resize((32, 32), Image.Resampling.BICUBIC))
+    full = np.asarray(
+        Image.open(io.BytesIO(data))
+        .convert("RGB")
+        .crop((500, 0, 3500, 3000))
+        .resize((32, 32), Image.Resampling.BICUBIC)
+    )
     assert np.abs(decode_image(data).astype(int) - full.astype(int)).mean() < 3
     # Under the per-image limit only because of the scaling: a PNG that size is refused.
     with pytest.raises(TooManyPixelsError):
@@ -102,6 +113,7 @@ def test_decodes_wait_for_room_in_the_budget_then_give_up(monkeypatch: pytest.Mo
         assert busy.value.status_code == 503 and 0.2 <= time.monotonic() - started < 2
 
     budget.wait_s = 5.0
+
     def hold_briefly() -> None:
         with budget.hold(1_000):
             time.sleep(0.3)
@@ -123,7 +135,9 @@ def test_decoder_busy_is_a_503_with_retry_after(monkeypatch: pytest.MonkeyPatch)
             response = client.post("/api/v1/predict", files={"file": ("cat.jpg", sample("cat"), "image/jpeg")})
         assert response.status_code == 503 and response.headers["retry-after"] == "1"
         assert "decoding other large images" in response.json()["message"]
-        assert client.post("/api/v1/predict", files={"file": ("cat.jpg", sample("cat"), "image/jpeg")}).status_code == 200
+        assert (
+            client.post("/api/v1/predict", files={"file": ("cat.jpg", sample("cat"), "image/jpeg")}).status_code == 200
+        )
 
 
 # --- limits before parsing ------------------------------------------------------------------------
@@ -134,7 +148,10 @@ def test_one_oversized_part_refuses_the_batch_and_single_routes_have_small_limit
     with make_client(SHIPPED, max_upload_bytes=1_000_000) as client:
         batch = client.post("/api/v1/predict/batch", files=[("files", ("a.jpg", sample("cat"), "image/jpeg")),
                                                              ("files", ("b.jpg", big, "image/jpeg"))])  # fmt: skip
-        assert batch.status_code == 413 and batch.json()["message"] == "A file is larger than the limit of 1,000,000 bytes."
+        assert (
+            batch.status_code == 413
+            and batch.json()["message"] == "A file is larger than the limit of 1,000,000 bytes."
+        )
         single = client.post("/api/v1/predict", files={"file": ("b.jpg", big, "image/jpeg")})
         assert single.status_code == 413 and "The request is larger than the limit of 1,016,384 bytes" in single.text
         assert client.post("/api/v1/predict", files={"file": ("a.jpg", sample("cat"), "image/jpeg")}).status_code == 200
@@ -165,7 +182,9 @@ def test_a_mistyped_setting_is_warned_about_with_the_closest_name(caplog: pytest
     with caplog.at_level(logging.WARNING, logger="cifar_onnx"):
         Settings.from_env(environ={"CIFAR_ONNX_MAX_QUEU": "8", "CIFAR_ONNX_CACHE": "/tmp"})
     messages = [r.getMessage() for r in caplog.records]
-    assert any("CIFAR_ONNX_MAX_QUEU is not a setting" in m and "did you mean CIFAR_ONNX_MAX_QUEUE?" in m for m in messages)
+    assert any(
+        "CIFAR_ONNX_MAX_QUEU is not a setting" in m and "did you mean CIFAR_ONNX_MAX_QUEUE?" in m for m in messages
+    )
     assert not any("CIFAR_ONNX_CACHE" in m for m in messages), "training's variable is known"
 
 
@@ -218,6 +237,7 @@ def test_worst_case_uploads_at_once_stay_under_the_memory_limit() -> None:
     worst = encode(Image.fromarray(pixels, "RGBA"), "PNG")
     proc, url = start_server(SHIPPED)
     try:
+
         def single(_: int) -> httpx.Response:
             return httpx.post(f"{url}/api/v1/predict", files={"file": ("worst.png", worst, "image/png")}, timeout=120)
 
@@ -267,7 +287,9 @@ def test_bodies_in_flight_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         assert client.post("/api/v1/predict", files={"file": ("c.jpg", image, "image/jpeg")}).status_code == 200
 
 
-def test_a_model_that_fails_to_load_is_logged_with_its_traceback(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_model_that_fails_to_load_is_logged_with_its_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from cifar_onnx.registry import ModelStore
 
     (tmp_path / "broken.onnx").write_bytes(b"not a graph")

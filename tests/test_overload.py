@@ -62,7 +62,9 @@ def test_overloaded_api_answers_503_json_with_retry_after(model_dir: Path, monke
         url = f"http://127.0.0.1:{server.config.port}"
 
         def post() -> httpx.Response:
-            return httpx.post(f"{url}/api/v1/predict", files={"file": ("cat.jpg", sample("cat"), "image/jpeg")}, timeout=20)
+            return httpx.post(
+                f"{url}/api/v1/predict", files={"file": ("cat.jpg", sample("cat"), "image/jpeg")}, timeout=20
+            )
 
         def wait_until(running: int, inside: int) -> None:
             for _ in range(200):
@@ -80,7 +82,7 @@ def test_overloaded_api_answers_503_json_with_retry_after(model_dir: Path, monke
         assert shed.status_code == 503 and shed.headers["retry-after"] == "1"
         assert shed.json()["error"] == "overloaded" and "capacity" in shed.json()["message"]
         assert httpx.get(f"{url}/health/ready").status_code == 200  # shedding is not a fault
-        page = httpx.post(f"{url}/classify", files={"file": ("cat.jpg", sample("cat"), "image/jpeg")},
+        page = httpx.post(f"{url}/classify", files={"files": ("cat.jpg", sample("cat"), "image/jpeg")},
                           headers={"HX-Request": "true"}, timeout=20)  # fmt: skip
         assert page.status_code == 503 and page.headers["retry-after"] == "1" and "capacity" in page.text
         release.set()

@@ -37,8 +37,9 @@ def test_bad_uploads_are_refused_with_their_reason(name: str) -> None:
 
 def test_a_32px_image_passes_through_unchanged() -> None:
     """CIFAR images are already 32x32: decoding must not resample them (training parity)."""
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     expected = np.asarray(Image.open(io.BytesIO(sample("dog"))).convert("RGB"))
     assert np.array_equal(decode_image(sample("dog")), expected)

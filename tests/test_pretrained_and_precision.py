@@ -11,6 +11,7 @@ from cifar_onnx.cpu import bf16_is_fast
 
 torch = pytest.importorskip("torch", reason="the training extra is not installed (pip install .[train])")
 
+from training.compute import choose_precision  # noqa: E402
 from training.models import (  # noqa: E402
     HED_MEAN_BGR,
     VGG16BN,
@@ -20,7 +21,6 @@ from training.models import (  # noqa: E402
     create_model,
     hed_features,
 )
-from training.compute import choose_precision  # noqa: E402
 
 # Torchvision's features.<i> indices of conv1_1 .. conv5_2 and their BatchNorms: CRAFT's slices 1-4.
 CONVS = (0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37)

@@ -40,13 +40,17 @@ def tiny_folder(root: Path, per_class_train: int = 30, per_class_test: int = 10)
                     (folder / f"{i:04d}.jpg").write_bytes(data)
                 else:
                     image = Image.new("RGB", (32, 32), tuple(int(v) for v in rng.integers(0, 256, 3)))
-                    ImageDraw.Draw(image).ellipse((index, index, 31 - index, 31 - i % 10), fill=(25 * index, 0, 255 - 25 * index))
+                    ImageDraw.Draw(image).ellipse(
+                        (index, index, 31 - index, 31 - i % 10), fill=(25 * index, 0, 255 - 25 * index)
+                    )
                     image.save(folder / f"{i:04d}.jpg", quality=90)
     return root
 
 
 def run(module: str, *args: str, env: dict[str, str]) -> str:
-    done = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, f"{module} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout
 
@@ -137,7 +141,9 @@ def test_finetune_rebuilds_the_served_vgg_and_exports_it_again(tmp_path: Path) -
     run("training.export", "--run", str(run_dir), "--name", "vgg16_bn", "--out", str(model_dir), "--tta", "1",
         "--data-dir", str(data), "--calibration-images", "64", env=env)  # fmt: skip
     meta = json.loads((model_dir / "vgg16_bn.json").read_text())
-    assert meta["members"][0]["finetune"]["from"].endswith(json.loads(shipped.with_suffix(".json").read_text())["sha256"])
+    assert meta["members"][0]["finetune"]["from"].endswith(
+        json.loads(shipped.with_suffix(".json").read_text())["sha256"]
+    )
     assert len(meta["members"][0]["history"]) == 42, "the original run's curves are kept"
     # One epoch on 180 images at a tenth of the original lr barely moves the weights: the
     # re-exported graph must still classify like the shipped one.

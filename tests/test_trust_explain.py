@@ -55,7 +55,9 @@ def test_every_shipped_model_has_a_fitted_temperature_and_threshold(name: str) -
     model = load_model(SHIPPED / f"{name}.onnx", threads=1)
     assert model.temperature != 1.0 and model.unsure_threshold > 0.0
     calibration = model.metadata["calibration"]["test"]
-    assert calibration["ece_after"] < calibration["ece_before"] and calibration["nll_after"] <= calibration["nll_before"]
+    assert (
+        calibration["ece_after"] < calibration["ece_before"] and calibration["nll_after"] <= calibration["nll_before"]
+    )
     if model.metadata.get("default"):  # the target; vgg16_bn misses it (2.77%, docs/MODEL.md)
         assert calibration["ece_after"] <= 2.0
 
@@ -109,7 +111,9 @@ def test_explain_works_for_every_model_and_defaults_to_the_prediction(client: Te
     assert other.content != response.content
 
 
-@pytest.mark.parametrize("params, code", [({"model": "vgg19"}, "unknown_model"), ({"label": "giraffe"}, "unknown_label")])
+@pytest.mark.parametrize(
+    "params, code", [({"model": "vgg19"}, "unknown_model"), ({"label": "giraffe"}, "unknown_label")]
+)
 def test_explain_bad_model_or_label_is_400(client: TestClient, params: dict, code: str) -> None:
     response = explain(client, "cat.jpg", sample("cat"), **params)
     assert response.status_code == 400 and response.json()["error"] == code
@@ -150,5 +154,7 @@ def test_pasted_object_check_on_a_small_sample() -> None:
     if folder is None:
         pytest.skip("the CIFAR-10 folder is not on this machine (set CIFAR10_DIR)")
     data = load_cifar10(folder)
-    rates = hit_rate(load_model(SHIPPED / "cifar10.onnx", threads=2), composites(data.test.images, data.test.labels, 40))
+    rates = hit_rate(
+        load_model(SHIPPED / "cifar10.onnx", threads=2), composites(data.test.images, data.test.labels, 40)
+    )
     assert rates["all"] >= 50.0, rates

@@ -56,7 +56,11 @@ def teacher_probs(paths: list[Path], images: np.ndarray, threads: int = 2, batch
 
 
 def distillation_loss(
-    logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor, alpha: float, temperature: float,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    teacher: torch.Tensor,
+    alpha: float,
+    temperature: float,
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """(1 - alpha) * CE + alpha * T^2 * KL(teacher_T || student_T). `teacher` holds probabilities

@@ -93,8 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     metas = [json.loads(m.with_suffix(".json").read_text()) for m in args.member]
     work = cache_dir() / "export" / args.name
     work.mkdir(parents=True, exist_ok=True)
-    graphs = {"int8": [m.with_suffix(".onnx") for m in args.member],
-              "fp32": [cache_dir() / "export" / m["name"] / f"{m['name']}.fp32.onnx" for m in metas]}
+    graphs = {
+        "int8": [m.with_suffix(".onnx") for m in args.member],
+        "fp32": [cache_dir() / "export" / m["name"] / f"{m['name']}.fp32.onnx" for m in metas],
+    }
     if not all(path.exists() for path in graphs["fp32"]):
         print("fp32 exports of the members are not all in the export cache: fp32 not measured", flush=True)
         del graphs["fp32"]

@@ -70,7 +70,11 @@ def hit_rate(model: ServedModel, items: list[Composite]) -> dict[str, float]:
     """Percentage of canvases whose strongest evidence lies in the pasted box, overall and by background."""
     hits = np.array([hit(model, item) for item in items])
     kinds = np.array([item.background for item in items])
-    rates = {kind: round(100.0 * float(hits[kinds == kind].mean()), 1) for kind in ("plain", "noise") if (kinds == kind).any()}
+    rates = {
+        kind: round(100.0 * float(hits[kinds == kind].mean()), 1)
+        for kind in ("plain", "noise")
+        if (kinds == kind).any()
+    }
     return {"all": round(100.0 * float(hits.mean()), 1), **rates, "count": len(items)}
 
 

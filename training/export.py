@@ -77,7 +77,7 @@ class Served(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = image.permute(0, 3, 1, 2).float() / 255.0
-        probs = [tta_logits(m, x, lvl).softmax(-1) for m, lvl in zip(self.members, self.levels)]
+        probs = [tta_logits(m, x, lvl).softmax(-1) for m, lvl in zip(self.members, self.levels, strict=False)]
         return torch.stack(probs).mean(0)
 
 
@@ -105,17 +105,25 @@ def load_run(run: Path) -> tuple[nn.Module, dict[str, Any]]:
     run_json = run / "run.json"
     if run_json.exists():
         record = json.loads(run_json.read_text())
-        info.update(command=record["command"], environment=record["environment"], data=record["data"],
-                    precision=record.get("precision"))
+        info.update(
+            command=record["command"],
+            environment=record["environment"],
+            data=record["data"],
+            precision=record.get("precision"),
+        )
     return model, info
 
 
 @torch.no_grad()
 def torch_probs(served: nn.Module, images: np.ndarray, batch: int = 250) -> np.ndarray:
-    return np.concatenate([served(torch.from_numpy(images[i : i + batch])).numpy() for i in range(0, len(images), batch)])
+    return np.concatenate(
+        [served(torch.from_numpy(images[i : i + batch])).numpy() for i in range(0, len(images), batch)]
+    )
 
 
-def choose_tta(model: nn.Module, name: str, val_images: np.ndarray, val_labels: np.ndarray, forced: int | None) -> tuple[int, dict[int, float]]:
+def choose_tta(
+    model: nn.Module, name: str, val_images: np.ndarray, val_labels: np.ndarray, forced: int | None
+) -> tuple[int, dict[int, float]]:
     """Validation accuracy at each TTA level; the level kept is the cheapest within 0.05 point
     of the best (an extra view costs a whole forward pass at serving time)."""
     levels = [0, 1, 2] if name == "airbench" else [0, 1]
@@ -149,7 +157,9 @@ def session(path: Path, threads: int = 2) -> ort.InferenceSession:
 
 
 def ort_probs(sess: ort.InferenceSession, images: np.ndarray, batch: int = 250) -> np.ndarray:
-    return np.concatenate([sess.run(["probabilities"], {"image": images[i : i + batch]})[0] for i in range(0, len(images), batch)])
+    return np.concatenate(
+        [sess.run(["probabilities"], {"image": images[i : i + batch]})[0] for i in range(0, len(images), batch)]
+    )
 
 
 class Calibration(CalibrationDataReader):

@@ -35,10 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
 import torch.nn.functional as F
-from onnx import numpy_helper
 from torch import nn
 
 from training.data import Cifar10, cache_dir, load_cifar10

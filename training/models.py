@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -115,7 +115,7 @@ class AirbenchNet(nn.Module):
         # /9: airbench's output scaling, which keeps early logits small with its large lr.
         return self.head(self.body(self.whiten(self.normalize(x)))) / 9
 
-    def fold_for_export(self) -> "AirbenchNet":
+    def fold_for_export(self) -> AirbenchNet:
         for module in self.body:
             if isinstance(module, ConvGroup):
                 fold_pool_bn(module)
@@ -226,7 +226,9 @@ def hed_features(path: Path) -> dict[str, torch.Tensor]:
     normalised RGB) instead of Caffe's (BGR, 0..255, minus the mean), so it computes the same map."""
     import h5py  # only this backbone needs it
 
-    names = [f"block{b}/layers/conv2d{'_' + str(k) if k else ''}/vars" for b, n in enumerate(HED_BLOCKS, 1) for k in range(n)]
+    names = [
+        f"block{b}/layers/conv2d{'_' + str(k) if k else ''}/vars" for b, n in enumerate(HED_BLOCKS, 1) for k in range(n)
+    ]
     out = {}
     with h5py.File(path, "r") as f:
         for index, name in zip(conv_indices(), names, strict=True):

@@ -152,7 +152,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     images, kinds = build(save_to=args.out)
     names, counts = np.unique(kinds, return_counts=True)
-    print(f"{len(images)} pictures in {args.out}: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts)))
+    print(
+        f"{len(images)} pictures in {args.out}: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts, strict=False))
+    )
 
 
 if __name__ == "__main__":

@@ -15,11 +15,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import MaxNLocator
 
-from training.data import CLASSES, cache_dir, load_cifar10  # noqa: E402
+from training.data import CLASSES, cache_dir, load_cifar10
 
 SPLITS = (("train", "tab:blue"), ("val", "tab:orange"), ("test", "tab:green"))
 
@@ -68,7 +68,9 @@ def confusion_matrix(matrix: list[list[int]], title: str, path: Path) -> None:
     ax.imshow(m, cmap="Blues")
     for i in range(len(m)):
         for j in range(len(m)):
-            ax.text(j, i, m[i, j], ha="center", va="center", fontsize=7, color="white" if m[i, j] > m.max() / 2 else "black")
+            ax.text(
+                j, i, m[i, j], ha="center", va="center", fontsize=7, color="white" if m[i, j] > m.max() / 2 else "black"
+            )
     ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=45, ha="right")
     ax.set_yticks(range(len(CLASSES)), CLASSES)
     ax.set(xlabel="predicted", ylabel="true", title=title)
@@ -84,7 +86,7 @@ def mistakes(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, path: Pa
     wrong = wrong[np.argsort(-probs[wrong, pred[wrong]])][:count]
     cols = 8
     fig, axes = plt.subplots(len(wrong) // cols or 1, cols, figsize=(cols * 1.35, (len(wrong) // cols or 1) * 1.95))
-    for ax, i in zip(np.ravel(axes), wrong):
+    for ax, i in zip(np.ravel(axes), wrong, strict=False):
         ax.imshow(images[i], interpolation="nearest")
         ax.set_title(f"{CLASSES[pred[i]]} {probs[i, pred[i]]:.0%}\n(is {CLASSES[labels[i]]})", fontsize=7)
         ax.axis("off")
@@ -115,7 +117,11 @@ def main(argv: list[str] | None = None) -> None:
         accuracy_against_cpu_time(histories, args.out / "accuracy-vs-cpu-time.png")
     if args.model:
         meta = json.loads(args.model.read_text())
-        confusion_matrix(meta["confusion_test_int8"], f"{meta['name']} int8: test confusion", args.out / f"{meta['name']}-confusion.png")
+        confusion_matrix(
+            meta["confusion_test_int8"],
+            f"{meta['name']} int8: test confusion",
+            args.out / f"{meta['name']}-confusion.png",
+        )
         saved = np.load(cache_dir() / "export" / meta["name"] / "test_predictions.npz")
         data = load_cifar10(args.data_dir)
         if len(saved["labels"]) == len(data.test.labels):

@@ -33,7 +33,7 @@ from training import compute as cmp
 from training.compute import Compute
 from training.data import cache_dir, load_cifar10
 from training.distill import distillation_loss, teacher_probs
-from training.models import AirbenchNet, VGG16BN, create_model
+from training.models import VGG16BN, AirbenchNet, create_model
 from training.warmstart import warm_start
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +132,9 @@ def flip_mask(indices: torch.Tensor, epoch: int, mode: str, seed: int, gen: torc
     return torch.rand(len(indices), generator=gen) < 0.5
 
 
-def augment(x: torch.Tensor, indices: torch.Tensor, epoch: int, recipe: dict, seed: int, gen: torch.Generator) -> torch.Tensor:
+def augment(
+    x: torch.Tensor, indices: torch.Tensor, epoch: int, recipe: dict, seed: int, gen: torch.Generator
+) -> torch.Tensor:
     mirror = flip_mask(indices, epoch, recipe["flip"], seed, gen)
     x = torch.where(mirror[:, None, None, None], x.flip(-1), x)
     return cutout(random_translate(x, recipe["translate"], gen), recipe["cutout"], gen)
@@ -202,7 +204,7 @@ class Lookahead:
 
     @torch.no_grad()
     def update(self, model: nn.Module, decay: float) -> None:
-        for (key, live) in model.state_dict().items():
+        for key, live in model.state_dict().items():
             if live.dtype.is_floating_point:
                 self.ema[key].lerp_(live, 1 - decay)
                 live.copy_(self.ema[key])
@@ -217,7 +219,9 @@ CPU = Compute(torch.device("cpu"), "fp32")
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch: int = 500, compute: Compute = CPU) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, images: np.ndarray, labels: np.ndarray, batch: int = 500, compute: Compute = CPU
+) -> tuple[float, float]:
     """(mean cross-entropy, accuracy %) over the whole split."""
     model.eval()
     loss, correct = 0.0, 0
@@ -247,7 +251,9 @@ def save_atomic(obj: Any, path: Path) -> None:
     tmp.replace(path)  # a kill mid-write never leaves a broken checkpoint
 
 
-def measure_speed(model: nn.Module, recipe: dict, images: np.ndarray, bs: int, compute: Compute, steps: int = 6) -> tuple[float, float]:
+def measure_speed(
+    model: nn.Module, recipe: dict, images: np.ndarray, bs: int, compute: Compute, steps: int = 6
+) -> tuple[float, float]:
     """(training, evaluation) images/s on this machine, from a few steps on a copy of the model
     (the run's own weights and optimiser are untouched): what --cycle-minutes sizes the schedule by."""
     probe = copy.deepcopy(model)
@@ -430,7 +436,9 @@ def train(args: argparse.Namespace) -> Path:
             seen += len(y)
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", lr=f"{lr:.2e}", refresh=False)
+            bar.set_postfix(
+                loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", lr=f"{lr:.2e}", refresh=False
+            )
         bar.close()
         if lookahead and state["step"] == total_steps:
             lookahead.update(model, 1.0)  # the last step: take the averaged weights
@@ -481,21 +489,35 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--download", action="store_true", help="use the official dataset (needs internet)")
     p.add_argument("--out", help="run directory (default ~/.cache/cifar-onnx/runs/<model>)")
     p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
-    p.add_argument("--set", help='JSON overrides of recipe values, e.g. \'{"lr": 0.5}\'')
+    p.add_argument("--set", help="JSON overrides of recipe values, e.g. '{\"lr\": 0.5}'")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"],
-                   help="auto (the recipe's default): bf16 autocast where the CPU has AMX or AVX512-BF16, else fp32")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        help="auto (the recipe's default): bf16 autocast where the CPU has AMX or AVX512-BF16, else fp32",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="use only the first N training images")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     p.add_argument("--max-minutes", type=float, default=0, help="stop (resumably) before this wall time")
-    p.add_argument("--cycle-minutes", type=float, default=0,
-                   help="size one whole schedule to this many minutes from the measured speed (overrides epochs)")
+    p.add_argument(
+        "--cycle-minutes",
+        type=float,
+        default=0,
+        help="size one whole schedule to this many minutes from the measured speed (overrides epochs)",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA, else Apple MPS, else the CPU), or e.g. cpu, cuda:1")
-    p.add_argument("--init-from", type=Path,
-                   help="start from a served VGG16-BN graph (its fp32 checkpoint when this machine still has it)")
-    p.add_argument("--teacher", action="append", type=Path,
-                   help="served ONNX graph(s) to distil from (repeat for an ensemble); cached answers")
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        help="start from a served VGG16-BN graph (its fp32 checkpoint when this machine still has it)",
+    )
+    p.add_argument(
+        "--teacher",
+        action="append",
+        type=Path,
+        help="served ONNX graph(s) to distil from (repeat for an ensemble); cached answers",
+    )
     p.add_argument("--progress-seconds", type=float, default=30, help="progress bar refresh interval")
     train(p.parse_args(argv))
 

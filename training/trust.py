@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ def ece(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:
     confidence, correct = probs.max(1), probs.argmax(1) == labels
     edges = np.linspace(0, 1, bins + 1)
     total = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in itertools.pairwise(edges):
         inside = (confidence > lo) & (confidence <= hi)
         if inside.any():
             total += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
@@ -78,7 +79,9 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     ratio = (np.sqrt(5) - 1) / 2
     for _ in range(40):
         a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-        if nll(apply_temperature(probs, float(np.exp(a))), labels) < nll(apply_temperature(probs, float(np.exp(b))), labels):
+        if nll(apply_temperature(probs, float(np.exp(a))), labels) < nll(
+            apply_temperature(probs, float(np.exp(b))), labels
+        ):
             hi = b
         else:
             lo = a
@@ -98,7 +101,9 @@ def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
     return float(u / (len(inside) * len(outside)))
 
 
-def measure(model: ServedModel, data: Any, ood_images: np.ndarray, ood_kinds: np.ndarray, explain_items: list) -> dict[str, Any]:
+def measure(
+    model: ServedModel, data: Any, ood_images: np.ndarray, ood_kinds: np.ndarray, explain_items: list
+) -> dict[str, Any]:
     val_raw, test_raw = probabilities(model, data.val.images), probabilities(model, data.test.images)
     temperature = fit_temperature(val_raw, data.val.labels)
     val_cal, test_cal = apply_temperature(val_raw, temperature), apply_temperature(test_raw, temperature)
@@ -141,7 +146,9 @@ def measure(model: ServedModel, data: Any, ood_images: np.ndarray, ood_kinds: np
 SCORES = {"evidence spread": evidence, "top probability": lambda probs: probs.max(1)}
 
 
-def detect(val: np.ndarray, test: np.ndarray, outside: np.ndarray, correct_val: np.ndarray, kinds: np.ndarray) -> dict[str, Any]:
+def detect(
+    val: np.ndarray, test: np.ndarray, outside: np.ndarray, correct_val: np.ndarray, kinds: np.ndarray
+) -> dict[str, Any]:
     """One score's threshold (on validation) and how it separates CIFAR-10 test images from the
     out-of-distribution set: shares flagged, AUROC, and the FPR at 95% TPR."""
     threshold = float(np.floor(np.quantile(val[correct_val], 1 - TPR) * 1e4) / 1e4)
@@ -157,7 +164,9 @@ def detect(val: np.ndarray, test: np.ndarray, outside: np.ndarray, correct_val: 
     }  # fmt: skip
 
 
-def reliability_plot(probs_before: np.ndarray, probs_after: np.ndarray, labels: np.ndarray, title: str, path: Path) -> None:
+def reliability_plot(
+    probs_before: np.ndarray, probs_after: np.ndarray, labels: np.ndarray, title: str, path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -165,10 +174,10 @@ def reliability_plot(probs_before: np.ndarray, probs_after: np.ndarray, labels: 
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharey=True)
     edges = np.linspace(0, 1, BINS + 1)
-    for ax, probs, name in zip(axes, (probs_before, probs_after), ("as exported", "temperature-scaled")):
+    for ax, probs, name in zip(axes, (probs_before, probs_after), ("as exported", "temperature-scaled"), strict=False):
         confidence, correct = probs.max(1), probs.argmax(1) == labels
         accs, confs, counts = [], [], []
-        for lo, hi in zip(edges[:-1], edges[1:]):
+        for lo, hi in itertools.pairwise(edges):
             inside = (confidence > lo) & (confidence <= hi)
             accs.append(correct[inside].mean() if inside.any() else 0)
             confs.append(confidence[inside].mean() if inside.any() else 0)
@@ -192,7 +201,10 @@ def reliability_plot(probs_before: np.ndarray, probs_after: np.ndarray, labels: 
 def tables(model_dir: Path) -> str:
     """The markdown tables of docs/MODEL.md, from the metadata that `main` wrote."""
     metas = [json.loads(p.read_text()) for p in sorted(model_dir.glob("*.json"))]
-    rows = ["| model | temperature | ECE before | ECE after | NLL before | NLL after |", "| --- | --- | --- | --- | --- | --- |"]
+    rows = [
+        "| model | temperature | ECE before | ECE after | NLL before | NLL after |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     rows += [f"| `{m['name']}` | {c['temperature']} | {c['test']['ece_before']}% | {c['test']['ece_after']}% | "
              f"{c['test']['nll_before']} | {c['test']['nll_after']} |" for m in metas for c in [m["calibration"]]]  # fmt: skip
     rows += ["", "| model | score | threshold | CIFAR-10 test flagged | its errors flagged | OOD flagged | AUROC | "
@@ -218,7 +230,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--plots", type=Path, default=Path("docs/img"), help="where the reliability diagram goes")
     p.add_argument("--data-dir", help="image-folder CIFAR-10; env CIFAR10_DIR")
     p.add_argument("--download", action="store_true")
-    p.add_argument("--only", action="append", help="measure only this served model (repeat); the others keep their values")
+    p.add_argument(
+        "--only", action="append", help="measure only this served model (repeat); the others keep their values"
+    )
     p.add_argument("--dry-run", action="store_true", help="print, do not write the metadata")
     p.add_argument("--tables", action="store_true", help="only print docs/MODEL.md's tables from the metadata")
     args = p.parse_args(argv)

@@ -62,7 +62,7 @@ def rebuild_vgg(path: Path, options: dict[str, Any]) -> VGG16BN:
     weights = dequantised_layers(path)
     if len(layers) != len(weights):
         sys.exit(f"{path} has {len(weights)} Conv/Gemm layers, VGG16-BN {options} has {len(layers)}")
-    for layer, (w, b) in zip(layers, weights):
+    for layer, (w, b) in zip(layers, weights, strict=False):
         layer.weight.copy_(torch.from_numpy(w))
         layer.bias.copy_(torch.from_numpy(b))
     model.identity_norms()

@@ -17,8 +17,12 @@ from cifar_onnx.serving import MULTIPART, InferenceQueue, explain_upload, read_u
 from cifar_onnx.settings import Settings
 
 TopK = Annotated[int, Parameter(ge=1, le=10, description="How many classes to return, most probable first.")]
-ModelName = Annotated[str | None, Parameter(description="A served model's name (GET /api/v1/models); default: the default model.")]
-LabelName = Annotated[str | None, Parameter(description="The class to explain, by name (e.g. `cat`); default: the predicted class.")]
+ModelName = Annotated[
+    str | None, Parameter(description="A served model's name (GET /api/v1/models); default: the default model.")
+]
+LabelName = Annotated[
+    str | None, Parameter(description="The class to explain, by name (e.g. `cat`); default: the predicted class.")
+]
 
 
 @dataclass
@@ -107,10 +111,12 @@ class PredictionController(Controller):
                                f"{len(uploads)} files sent; the limit is {settings.max_batch_files} per request.")  # fmt: skip
         names = [u.filename or f"file{i}" for i, u in enumerate(uploads)]
         payloads = [await read_upload(u, settings) for u in uploads]
-        answers = await queue.classify_each(list(zip(names, payloads)), chosen, top_k, settings.max_pixels)
+        answers = await queue.classify_each(
+            list(zip(names, payloads, strict=False)), chosen, top_k, settings.max_pixels
+        )
         results: list[NamedPrediction | FileError] = [
             NamedPrediction(**vars(a), filename=name) if isinstance(a, Prediction)
-            else FileError(name, **vars(image_error(a))) for a, name in zip(answers, names)
+            else FileError(name, **vars(image_error(a))) for a, name in zip(answers, names, strict=False)
         ]  # fmt: skip
         times = [r.inference_ms for r in results if isinstance(r, NamedPrediction)]
         return BatchResult(results, chosen.name, times[0] if times else None, len(results) - len(times))

@@ -38,8 +38,9 @@ def create_app(settings: Settings | None = None, wait_for_models: bool = False) 
         release_large_allocations()  # big decodes' memory returns to the system (cifar_onnx.memory)
         log.info("settings: %s", ", ".join(f"{k}={v}" for k, v in vars(settings).items()))
         preprocess.BUDGET = preprocess.DecodeBudget(settings.decode_budget_pixels)
-        app.state.queue = InferenceQueue(settings.inference_workers, settings.max_queue, settings.max_batch,
-                                         settings.batch_wait_ms)
+        app.state.queue = InferenceQueue(
+            settings.inference_workers, settings.max_queue, settings.max_batch, settings.batch_wait_ms
+        )
         if wait_for_models:
             store.load()
         else:
@@ -83,8 +84,11 @@ def create_app(settings: Settings | None = None, wait_for_models: bool = False) 
         ),
         # Prometheus outermost, so that requests refused by shed_early are counted too.
         # Request ids first, so that every line of a request (refusals included) carries one.
-        middleware=[request_ids, PrometheusConfig(app_name="cifar_onnx", prefix="cifar_onnx", group_path=True).middleware,
-                    shed_early, upload_limits(settings)],  # fmt: skip
+        middleware=[
+            request_ids,
+            PrometheusConfig(app_name="cifar_onnx", prefix="cifar_onnx", group_path=True).middleware,
+            shed_early,
+            upload_limits(settings),
+        ],
         logging_config=logging_config(settings.log_level, settings.log_format),
     )
-

@@ -64,7 +64,7 @@ def predictions(model: ServedModel, probs: np.ndarray, seconds: float, top_k: in
     """Calibrated probabilities -> a Prediction per row, with its top_k classes."""
     k = max(1, min(top_k, len(model.classes)))
     results = []
-    for row, score in zip(probs, evidence(probs)):
+    for row, score in zip(probs, evidence(probs), strict=False):
         order = np.argsort(-row, kind="stable")[:k]
         scores = [ClassScore(model.classes[i], int(i), round(float(row[i]), 6)) for i in order]
         best = scores[0]
@@ -104,5 +104,7 @@ def decode_each(files: Sequence[tuple[str | None, bytes]], size: int, max_pixels
     return out
 
 
-def classify_bytes(files: Sequence[tuple[str | None, bytes]], model: ServedModel, top_k: int, max_pixels: int) -> list[Prediction]:
+def classify_bytes(
+    files: Sequence[tuple[str | None, bytes]], model: ServedModel, top_k: int, max_pixels: int
+) -> list[Prediction]:
     return predict_arrays(model, decode_batch(files, model.image_size, max_pixels), top_k)

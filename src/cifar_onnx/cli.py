@@ -48,11 +48,13 @@ def predict(args: argparse.Namespace) -> int:
             files.append((path, exc))
     readable = [(name, data) for name, data in files if isinstance(data, bytes)]
     decoded = iter(decode_each(readable, model.image_size, settings.max_pixels))
-    outcomes: list[tuple[str, object]] = [(name, next(decoded) if isinstance(data, bytes) else data) for name, data in files]
+    outcomes: list[tuple[str, object]] = [
+        (name, next(decoded) if isinstance(data, bytes) else data) for name, data in files
+    ]
     good = [o for _, o in outcomes if not isinstance(o, Exception)]
     answers = iter(predictions(model, *timed_predict(model, np.stack(good)), args.top_k) if good else [])
     results = [(name, o if isinstance(o, Exception) else next(answers)) for name, o in outcomes]
-    for line in (json_lines(results) if args.json else table(results, model.name)):
+    for line in json_lines(results) if args.json else table(results, model.name):
         print(line)
     failed = sum(isinstance(r, Exception) for _, r in results)
     if failed and not args.json:
@@ -84,7 +86,7 @@ def table(results: list[tuple[str, object]], model: str) -> list[str]:
         if r.unsure:
             notes.append(f"{name}: unsure. {r.unsure_reason}")
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4] for row in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=False)) + "  " + row[4] for row in rows]
     return [f"model: {model}", *[line.rstrip() for line in lines], *notes]
 
 

@@ -43,7 +43,9 @@ class ServiceError(Exception):
 
 class NotReadyError(ServiceError):
     def __init__(self, detail: str | None):
-        super().__init__(503, "not_ready", f"The model is not loaded yet{': ' + detail if detail else ''}. Try again shortly.")
+        super().__init__(
+            503, "not_ready", f"The model is not loaded yet{': ' + detail if detail else ''}. Try again shortly."
+        )
 
 
 _IMAGE_CODES = {
@@ -53,6 +55,7 @@ _IMAGE_CODES = {
     DecoderBusyError: "decoder_busy",
 }
 
+
 # The error responses each route documents in the OpenAPI schema.
 def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
     meaning = {
@@ -61,7 +64,7 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
         415: "The bytes are not an image format the service decodes (sniffed, not the content type).",
         422: "A corrupt or truncated image, or one with too many pixels.",
         503: "The model is still loading, the service is at capacity (`overloaded`), or busy decoding other large "
-             "images (`decoder_busy`): retry after Retry-After seconds.",
+        "images (`decoder_busy`): retry after Retry-After seconds.",
     }
     return {s: ResponseSpec(data_container=ErrorBody, description=meaning[s]) for s in statuses}
 
@@ -87,7 +90,9 @@ def to_error(exc: Exception, request: Request) -> ErrorBody:
             return ErrorBody(413, "payload_too_large", f"The request is larger than the limit{where}.")
         return ErrorBody(exc.status_code, _code_for(exc.status_code), str(exc.detail))
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return ErrorBody(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "An internal error occurred; it has been logged.")
+    return ErrorBody(
+        HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "An internal error occurred; it has been logged."
+    )
 
 
 def _code_for(status: int) -> str:

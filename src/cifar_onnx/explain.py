@@ -35,13 +35,15 @@ def occlusion_masks(size: int, patch: int = PATCH, stride: int = STRIDE) -> np.n
     """(M, size, size) booleans: one square patch per mask, on a regular grid over the image."""
     starts = range(0, size - patch + 1, stride)
     masks = np.zeros((len(starts) ** 2, size, size), dtype=bool)
-    for i, (top, left) in enumerate((t, l) for t in starts for l in starts):
+    for i, (top, left) in enumerate((t, s) for t in starts for s in starts):
         masks[i, top : top + patch, left : left + patch] = True
     masks.setflags(write=False)
     return masks
 
 
-def occlusion_map(model: ServedModel, image: np.ndarray, index: int | None, threads: int = 1) -> tuple[np.ndarray, int, float]:
+def occlusion_map(
+    model: ServedModel, image: np.ndarray, index: int | None, threads: int = 1
+) -> tuple[np.ndarray, int, float]:
     """Per-pixel evidence for class `index` (None: the predicted class) in a (S, S, 3) uint8
     image, the class, and its probability on the whole image. Evidence is the mean drop of the
     class probability over the patches that cover the pixel; negative where covering a pixel
@@ -87,7 +89,9 @@ def smooth(heat: np.ndarray, width: int = PATCH) -> np.ndarray:
 def overlay_png(square: Image.Image, heat: np.ndarray, size: int) -> bytes:
     """The photo's centre square at `size` x `size` with the evidence map over it, as PNG."""
     photo = np.asarray(square.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float64)
-    big = np.asarray(Image.fromarray(smooth(heat).astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR))
+    big = np.asarray(
+        Image.fromarray(smooth(heat).astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR)
+    )
     rgb, alpha = colourise(big)
     blended = photo * (1 - alpha[..., None]) + rgb * alpha[..., None]
     buffer = io.BytesIO()
@@ -104,7 +108,9 @@ class Explanation:
     probability: float  # its calibrated probability on the whole image
 
 
-def explain_bytes(data: bytes, model: ServedModel, index: int | None, size: int, threads: int, max_pixels: int) -> Explanation:
+def explain_bytes(
+    data: bytes, model: ServedModel, index: int | None, size: int, threads: int, max_pixels: int
+) -> Explanation:
     """Decode an upload and explain class `index` (None: the predicted class)."""
     square = decode_square(data, max_pixels, min_side=max(size, model.image_size))
     heat, index, probability = occlusion_map(model, to_model_input(square, model.image_size), index, threads)

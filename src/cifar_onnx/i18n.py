@@ -42,8 +42,10 @@ TEXT: dict[str, dict[str, str]] = {
         "err_overloaded": "The service is busy right now; try again in a moment.",
         "err_other": "Something went wrong.",
         "unsure": "Unsure: this may show none of the ten classes.",
-        "unsure_detail": ("The percentages only compare the ten classes with one another; this picture gives the "
-                          "model little evidence for any of them, so it may show something else entirely."),
+        "unsure_detail": (
+            "The percentages only compare the ten classes with one another; this picture gives the "
+            "model little evidence for any of them, so it may show something else entirely."
+        ),
         "best_guess": "Best guess",
         "where": "Where did it look?",
         "where_loading": "Drawing the heat map…",
@@ -86,8 +88,10 @@ TEXT: dict[str, dict[str, str]] = {
         "err_overloaded": "Сервіс зараз зайнятий; спробуйте за мить.",
         "err_other": "Щось пішло не так.",
         "unsure": "Непевно: можливо, тут жоден із десяти класів.",
-        "unsure_detail": ("Відсотки лише порівнюють десять класів між собою; це зображення дає моделі мало свідчень "
-                          "на користь будь-якого з них, тож на ньому може бути щось зовсім інше."),
+        "unsure_detail": (
+            "Відсотки лише порівнюють десять класів між собою; це зображення дає моделі мало свідчень "
+            "на користь будь-якого з них, тож на ньому може бути щось зовсім інше."
+        ),
         "best_guess": "Найкраще припущення",
         "where": "Куди дивилася модель?",
         "where_loading": "Малюю теплову карту…",

@@ -63,7 +63,9 @@ def upload_limits(settings: Settings) -> object:
     def middleware_factory(app: ASGIApp) -> ASGIApp:
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
             nonlocal in_flight
-            limit = route_limit(scope["path"], settings) if scope["type"] == "http" and scope["method"] == "POST" else None
+            limit = (
+                route_limit(scope["path"], settings) if scope["type"] == "http" and scope["method"] == "POST" else None
+            )
             if limit is None:
                 await app(scope, receive, send)
                 return
@@ -74,7 +76,9 @@ def upload_limits(settings: Settings) -> object:
             # A body without Content-Length (chunked) is held to its route's limit.
             reserved = declared or limit
             if in_flight and in_flight + reserved > settings.max_body_bytes_in_flight:
-                raise ServiceError(503, "overloaded", "The service is receiving other large uploads; retry in a moment.")
+                raise ServiceError(
+                    503, "overloaded", "The service is receiving other large uploads; retry in a moment."
+                )
             match = _BOUNDARY.search(headers.get(b"content-type", b""))
             meter = PartMeter(match.group(1)) if match else None
             received = 0

@@ -44,7 +44,9 @@ def logging_config(level: str, fmt: str) -> LoggingConfig:
     return LoggingConfig(
         formatters={"cifar_onnx": formatter},
         filters={"request_id": {"()": RequestIdFilter}},
-        handlers={"cifar_onnx": {"class": "logging.StreamHandler", "formatter": "cifar_onnx", "filters": ["request_id"]}},
+        handlers={
+            "cifar_onnx": {"class": "logging.StreamHandler", "formatter": "cifar_onnx", "filters": ["request_id"]}
+        },
         loggers={"cifar_onnx": {"level": level.upper(), "handlers": ["cifar_onnx"], "propagate": False}},
         configure_root_logger=False,
         log_exceptions="debug",

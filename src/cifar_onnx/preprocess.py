@@ -137,9 +137,7 @@ def decode_square(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: i
     kind = sniff_format(data)
     if kind is None:
         raise UnsupportedImageError(
-            "The file is not an image format we decode; send one of: "
-            + ", ".join(SUPPORTED_FORMATS)
-            + "."
+            "The file is not an image format we decode; send one of: " + ", ".join(SUPPORTED_FORMATS) + "."
         )
     try:
         image = Image.open(io.BytesIO(data), formats=[kind])
@@ -149,9 +147,7 @@ def decode_square(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: i
             image.draft(None, (max(1, width * min_side // side), max(1, height * min_side // side)))
         decoded = image.size[0] * image.size[1]
         if decoded > max_pixels:
-            raise TooManyPixelsError(
-                f"The image has {width}x{height} pixels; the limit is {max_pixels:,} pixels."
-            )
+            raise TooManyPixelsError(f"The image has {width}x{height} pixels; the limit is {max_pixels:,} pixels.")
         with BUDGET.hold(min(decoded, BUDGET.total)):
             image.seek(0)
             image.load()
@@ -159,9 +155,7 @@ def decode_square(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: i
     except ImageError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise CorruptImageError(
-            f"The {kind} file is corrupt or truncated and cannot be decoded ({exc})."
-        ) from None
+        raise CorruptImageError(f"The {kind} file is corrupt or truncated and cannot be decoded ({exc}).") from None
     if image.size[0] < 1 or image.size[1] < 1:
         raise CorruptImageError("The image has no pixels.")
     return image

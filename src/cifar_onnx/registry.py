@@ -7,6 +7,7 @@ that `/api/v1/models` passes through. Nothing about a model is hard-coded here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -18,7 +19,6 @@ import numpy as np
 import onnxruntime as ort
 
 from cifar_onnx.trust import apply_temperature, temperature_of, threshold_of
-
 
 log = logging.getLogger("cifar_onnx")
 
@@ -57,9 +57,28 @@ class ServedModel:
 
 # What /api/v1/models shows of a model's metadata: what a client needs, never the training
 # machine's paths, commands or curves (the full file stays on disk beside the model).
-PUBLIC_KEYS = ("name", "title", "default", "architecture", "classes", "input", "output", "test_time_augmentation",
-               "quantization", "accuracy", "per_class_test_int8", "size_bytes", "latency_ms_batch1_1thread",
-               "parameters", "flops_per_image", "dataset", "sha256", "calibration", "unsure", "explain")
+PUBLIC_KEYS = (
+    "name",
+    "title",
+    "default",
+    "architecture",
+    "classes",
+    "input",
+    "output",
+    "test_time_augmentation",
+    "quantization",
+    "accuracy",
+    "per_class_test_int8",
+    "size_bytes",
+    "latency_ms_batch1_1thread",
+    "parameters",
+    "flops_per_image",
+    "dataset",
+    "sha256",
+    "calibration",
+    "unsure",
+    "explain",
+)
 PUBLIC_MEMBER_KEYS = ("name", "init", "pretrained", "epochs", "wall_minutes", "cpu_minutes", "tta")
 
 
@@ -125,7 +144,9 @@ def make_session(path: Path, threads: int, int8_fusion: str = "auto") -> tuple[o
     if int8_fusion not in INT8_FUSION_SETTINGS:
         raise ModelError(f"int8_fusion must be auto, on or off, not {int8_fusion!r}")
     if int8_fusion != "auto":
-        return _session(path, threads, int8_fusion == "on"), f"int8 {'fused' if int8_fusion == 'on' else 'unfused'} (forced)"
+        return _session(
+            path, threads, int8_fusion == "on"
+        ), f"int8 {'fused' if int8_fusion == 'on' else 'unfused'} (forced)"
     fused = _session(path, threads, True)
     if b"QuantizeLinear" not in path.read_bytes():
         return fused, "no int8 operators"
@@ -158,8 +179,14 @@ def load_model(onnx_path: Path, threads: int, int8_fusion: str = "auto") -> Serv
     # Check the graph against what the metadata promises, so a mismatch fails at start-up,
     # not on the first request.
     inputs = {i.name: i for i in session.get_inputs()}
-    if input_name not in inputs or inputs[input_name].type != "tensor(uint8)" or list(inputs[input_name].shape[1:]) != [size, size, 3]:
-        raise ModelError(f"{onnx_path.name}: the graph's input is not uint8 (N, {size}, {size}, 3) named {input_name!r}")
+    if (
+        input_name not in inputs
+        or inputs[input_name].type != "tensor(uint8)"
+        or list(inputs[input_name].shape[1:]) != [size, size, 3]
+    ):
+        raise ModelError(
+            f"{onnx_path.name}: the graph's input is not uint8 (N, {size}, {size}, 3) named {input_name!r}"
+        )
     outputs = {o.name: o for o in session.get_outputs()}
     if output_name not in outputs or outputs[output_name].shape[-1] != len(classes):
         raise ModelError(f"{onnx_path.name}: the graph has no output {output_name!r} with {len(classes)} classes")
@@ -212,10 +239,9 @@ class ModelStore:
 
     def load_in_background(self) -> threading.Thread:
         def run() -> None:
-            try:
+            # Logged with its traceback by load, kept in self.error for /health/ready.
+            with contextlib.suppress(Exception):
                 self.load()
-            except Exception:
-                pass  # logged with its traceback by load, kept in self.error for /health/ready
 
         thread = threading.Thread(target=run, name="model-loader", daemon=True)
         thread.start()

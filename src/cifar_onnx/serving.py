@@ -25,9 +25,9 @@ from prometheus_client import Counter, Gauge
 from cifar_onnx.batching import Batcher
 from cifar_onnx.classify import Prediction, decode_batch, decode_each, predictions
 from cifar_onnx.errors import NotReadyError, ServiceError
+from cifar_onnx.explain import Explanation, explain_bytes
 from cifar_onnx.logs import ShedLog
 from cifar_onnx.preprocess import ImageError
-from cifar_onnx.explain import Explanation, explain_bytes
 from cifar_onnx.registry import ModelStore, ServedModel
 from cifar_onnx.settings import Settings
 
@@ -178,7 +178,9 @@ def class_index(model: ServedModel, label: str | None) -> int | None:
     if label is None:
         return None
     if label not in model.classes:
-        raise ServiceError(400, "unknown_label", f"No class named {label!r}; the classes are: {', '.join(model.classes)}.")
+        raise ServiceError(
+            400, "unknown_label", f"No class named {label!r}; the classes are: {', '.join(model.classes)}."
+        )
     return model.classes.index(label)
 
 

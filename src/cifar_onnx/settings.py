@@ -66,7 +66,7 @@ class Settings:
             raise SettingsError("invalid settings: " + "; ".join(problems))
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
         """Defaults, then CIFAR_ONNX_<NAME> variables, then explicit overrides. A value out of range
         stops the start with a message naming it; an unknown CIFAR_ONNX_ name is warned about."""
         environ = dict(os.environ if environ is None else environ)
@@ -80,7 +80,11 @@ class Settings:
             raw = environ.get(f"CIFAR_ONNX_{f.name.upper()}")
             if raw is None:
                 continue
-            kind = f.type if isinstance(f.type, type) else {"Path": Path, "int": int, "float": float, "str": str}[str(f.type)]
+            kind = (
+                f.type
+                if isinstance(f.type, type)
+                else {"Path": Path, "int": int, "float": float, "str": str}[str(f.type)]
+            )
             try:
                 values[f.name] = kind(raw)
             except ValueError:

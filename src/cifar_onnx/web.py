@@ -68,7 +68,9 @@ def page_error(request: Request, exc: Exception) -> Response:
     return error_page(request, request.app.state.store, language(request), exc)
 
 
-def error_page(request: Request, store: ModelStore, lang: str, exc: Exception, fragment: str = "_result.html") -> Template:
+def error_page(
+    request: Request, store: ModelStore, lang: str, exc: Exception, fragment: str = "_result.html"
+) -> Template:
     """An error shown in the page (or the fragment HTMX asked for), in the page's language, with
     the real status and the headers it requires (Retry-After on a 503)."""
     body = to_error(exc, request)
@@ -109,7 +111,7 @@ class PageController(Controller):
             return error_page(request, store, lang, exc)
         cards = [{"index": i, "filename": name, "result": a} if isinstance(a, Prediction)
                  else {"index": i, "filename": name, "error": _error_view(image_error(a), lang)}
-                 for i, ((name, _), a) in enumerate(zip(files, answers))]  # fmt: skip
+                 for i, ((name, _), a) in enumerate(zip(files, answers, strict=False))]  # fmt: skip
         # All refused: the first refusal's status (a single bad photo answers as it always did).
         status = 200 if any("result" in c for c in cards) else image_error(answers[0]).status
         return render(request, page_context(store, lang, cards=cards, selected=chosen.name), status)
