@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -22,6 +23,15 @@ from tests.tiny_model import write_tiny_model
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "model"
 HAS_SHIPPED = (SHIPPED / "cifar10.onnx").exists()
+
+
+def served_vgg() -> Path:
+    """The served graph that is a single VGG16-BN (training starts from it; whatever its name)."""
+    for meta in sorted(SHIPPED.glob("*.json")):
+        members = json.loads(meta.read_text()).get("members", [])
+        if [m["name"] for m in members] == ["vgg16_bn"]:
+            return meta.with_suffix(".onnx")
+    raise FileNotFoundError("no single VGG16-BN among the served models")
 
 
 def dataset_dir() -> Path | None:

@@ -56,15 +56,15 @@ def test_a_model_whose_fused_kernels_disagree_is_served_unfused(monkeypatch: pyt
 
     monkeypatch.setattr(registry, "_session", session)
     with caplog.at_level(logging.WARNING, logger="cifar_onnx"):
-        model = registry.load_model(SHIPPED / "vgg16_bn.onnx", threads=1)
+        model = registry.load_model(SHIPPED / "airbench.onnx", threads=1)
     assert model.int8_mode.startswith("int8 unfused (self-check"), model.int8_mode
-    assert any("serving it unfused" in r.getMessage() and "vgg16_bn.onnx" in r.getMessage() for r in caplog.records)
+    assert any("serving it unfused" in r.getMessage() and "airbench.onnx" in r.getMessage() for r in caplog.records)
     assert not isinstance(model.session, Disagreeing)
     # Forcing still forces: on takes the fused session whatever it computes.
-    assert registry.make_session(SHIPPED / "vgg16_bn.onnx", 1, "on")[1] == "int8 fused (forced)"
-    assert registry.make_session(SHIPPED / "vgg16_bn.onnx", 1, "off")[1] == "int8 unfused (forced)"
+    assert registry.make_session(SHIPPED / "airbench.onnx", 1, "on")[1] == "int8 fused (forced)"
+    assert registry.make_session(SHIPPED / "airbench.onnx", 1, "off")[1] == "int8 unfused (forced)"
 
 
 def test_an_unknown_fusion_setting_is_refused() -> None:
     with pytest.raises(registry.ModelError, match="auto, on or off"):
-        registry.make_session(SHIPPED / "vgg16_bn.onnx", 1, "sometimes")
+        registry.make_session(SHIPPED / "airbench.onnx", 1, "sometimes")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from cifar_onnx.preprocess import decode_image
-from tests.conftest import REPO, dataset_dir
+from tests.conftest import REPO, dataset_dir, served_vgg
 from tests.test_training_e2e import CLASSES, tiny_folder
 
 torch = pytest.importorskip("torch", reason="the training extra is not installed (pip install .[train])")
@@ -22,7 +22,7 @@ torch = pytest.importorskip("torch", reason="the training extra is not installed
 from training.data import Split  # noqa: E402
 from training.warmstart import AGREEMENT, warm_start  # noqa: E402
 
-SHIPPED_VGG = REPO / "model" / "vgg16_bn.onnx"
+SHIPPED_VGG = served_vgg()
 
 
 def real_images(part: str, per_class: int) -> Split:
@@ -50,7 +50,8 @@ def test_graph_rebuilt_with_batchnorm_put_back_answers_as_onnx_runtime(tmp_path:
     start = warm_start(served_copy(tmp_path, None), train.images, val, threads=2)
     assert start.record["source"] == "graph" and start.record["images_checked"] == 1000
     assert start.record["agreement"] >= AGREEMENT
-    assert start.options == {"width": 0.5, "resolution": 32}
+    recipe = json.loads(SHIPPED_VGG.with_suffix(".json").read_text())["members"][0]["recipe"]["model"]
+    assert start.options == {k: recipe[k] for k in ("width", "resolution")}
     norms = [m for m in start.built.model.features if isinstance(m, torch.nn.BatchNorm2d)]
     # Fitted, not the identity: statistics of real activations, and an affine that undoes them.
     assert all(not torch.allclose(bn.running_var, torch.ones_like(bn.running_var), atol=0.05) for bn in norms)
@@ -65,7 +66,7 @@ def test_graph_rebuilt_with_batchnorm_put_back_answers_as_onnx_runtime(tmp_path:
 
     # A checkpoint that is not this graph's weights (another run's) is not trusted: the graph is used.
     other = start.built.model.state_dict()
-    other["head.3.weight"] = torch.randn_like(other["head.3.weight"])
+    other["head.3.weight"] = torch.randn_like(other["head.3.weight"]) * other["head.3.weight"].std() * 3
     torch.save({"model": other}, saved)
     assert warm_start(served_copy(tmp_path, saved), train.images, val, threads=2).record["source"] == "graph"
 
