@@ -1,6 +1,6 @@
 """The whole benchmark suite in one command; writes benchmarks/RESULTS.md, results.json and a plot.
 
-    python -m benchmarks.run            # about 12 minutes on 2 cores
+    python -m benchmarks.run            # the whole suite (several minutes; keep the machine idle)
     python -m benchmarks.run --quick    # a few seconds per level and a short soak: a smoke test
 
 Keep the machine otherwise idle while it runs: every figure is wall-clock time.

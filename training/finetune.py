@@ -1,7 +1,7 @@
 """Fine-tune the last convolutional block and the classifier of a served VGG16-BN without label
 smoothing, starting from its shipped int8 ONNX file, and write a run that `training.export` serves.
 
-    python -m training.finetune --onnx model/vgg16_bn.onnx        # ~7 minutes on 2 cores (Zen 3)
+    python -m training.finetune --onnx model/vgg16_bn.onnx        # its time: docs/MODEL.md
     python -m training.export --run ~/.cache/cifar-onnx/runs/vgg16_bn_tail --name vgg16_bn --tta 1 \\
         --title "VGG16-BN width 0.5, from scratch, last block re-tuned without label smoothing (int8)"
     python -m training.trust --only vgg16_bn

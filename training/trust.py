@@ -1,6 +1,6 @@
 """Fit and measure how far each served model's answers can be trusted; write it into its metadata.
 
-    python -m training.trust                 # every model in model/: about 15 minutes on 2 cores
+    python -m training.trust                 # every model in model/ (time: docs/MODEL.md, "Reproduce")
     python -m training.trust --only vgg16_bn # one model (after it was re-exported)
 
 For each `model/<name>.onnx` (int8, as served):

@@ -36,8 +36,9 @@ def cpu_model() -> str:
 
 
 def bf16_is_fast(flags: frozenset[str] | None = None) -> bool:
-    """bfloat16 autocast pays for plain convolutions only with AMX or AVX512-BF16 (measured 1.85x
-    to 3-4x); without either PyTorch emulates it, about 24x slower than fp32."""
+    """bfloat16 autocast pays for plain convolutions only with AMX or AVX512-BF16; without either
+    PyTorch emulates it, many times slower than fp32 (figures per CPU: docs/MODEL.md, "Training
+    cycles")."""
     flags = cpu_flags() if flags is None else flags
     return any(flag in flags for flag in BF16_FLAGS)
 

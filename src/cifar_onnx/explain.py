@@ -95,7 +95,8 @@ def overlay_png(square: Image.Image, heat: np.ndarray, size: int) -> bytes:
     rgb, alpha = colourise(big)
     blended = photo * (1 - alpha[..., None]) + rgb * alpha[..., None]
     buffer = io.BytesIO()
-    # zlib level 1: 6 ms instead of 24 at the default 6, for a file 27% larger (55 against 44 KB).
+    # zlib level 1: several times faster than the default level for a somewhat larger file
+    # (docs/MODEL.md, "Calibration, unsure and explanations", has the measured cost).
     Image.fromarray(blended.round().astype(np.uint8)).save(buffer, "PNG", compress_level=1)
     return buffer.getvalue()
 

@@ -2,10 +2,10 @@
 
 glibc serves large allocations with mmap only above a threshold that it raises as they are freed
 (up to 32 MB), after which Pillow's 16 MB image blocks come from per-thread heaps and stay there:
-measured, each decoding thread kept its last big image, and eight concurrent 12-megapixel decodes
-left the service at 709 MB RSS (863 MB peak) where one decode at a time should cost about 230 MB
-above the idle 320 MB. A fixed threshold of 1 MB makes every image block an mmap that is unmapped
-on free. No-op where the C library is not glibc.
+each decoding thread kept its last big image, and concurrent large decodes pushed the service past
+its memory limit although the decode budget admits one at a time (README, "Configuration", has the
+measured peak). A fixed threshold of 1 MB makes every image block an mmap that is unmapped on free.
+No-op where the C library is not glibc.
 """
 
 from __future__ import annotations

@@ -55,8 +55,8 @@ class InferenceQueue:
     A request takes its place when it is admitted, before its upload is read, and keeps it until it
     is answered. Counting only the requests that had reached the worker pool let through every
     request that arrived while one place was free: under a flood they were parsed, then refused in
-    `run`, and the accepted ones waited behind that parsing (measured with 256 connections and a
-    bound of 32, benchmarks/flood.py: accepted median 5.95 s before, 2.9 s after)."""
+    `run`, and the accepted ones waited behind that parsing (benchmarks/flood.py measures it;
+    benchmarks/RESULTS.md, "Overload", has the figures)."""
 
     def __init__(self, workers: int, max_queue: int, max_batch: int = 32, batch_wait_ms: float = 0.0):
         self.limiter = CapacityLimiter(workers)  # ONNX Runtime calls at once
@@ -133,10 +133,9 @@ def shed_early(app: ASGIApp) -> ASGIApp:
     """ASGI middleware: admit an API upload (it holds a place in the queue until answered) or,
     when the queue is full, refuse it before its body is parsed. A refusal must cost far less than
     an answer, or under overload the event loop spends the cores parsing uploads it then refuses
-    (measured at 256 connections that retry at once: about 500 refusals a second with the check
-    only in `run`, about 1,700 with this; benchmarks/RESULTS.md has what the accepted requests'
-    latency does). The page's routes take their place in `run`, so that a person sees the refusal
-    in the page."""
+    (refusing here instead of in `run` multiplied the refusals a second the server could make;
+    benchmarks/RESULTS.md, "Overload", has what the accepted requests' latency does). The page's
+    routes take their place in `run`, so that a person sees the refusal in the page."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         queue = getattr(scope["app"].state, "queue", None) if scope["type"] == "http" else None

@@ -34,8 +34,9 @@ class Settings:
     max_body_bytes_in_flight: int = 64 * 1024 * 1024
     # Memory per image and in total: pixels one upload may decode to (checked from the header,
     # after a JPEG's cheap DCT scaling), and pixels being decoded at once by the whole process
-    # (a decode waits for room, 503 after 5 s). Pillow peaks near 16 bytes a pixel; these keep a
-    # pod with all models loaded under its memory limit (README, "Limits"; tests/test_hardening.py).
+    # (a decode waits for room, 503 after 5 s). Sized so that a pod with every model loaded stays
+    # under its memory limit with the queue full of the costliest uploads (README, "Configuration";
+    # tests/test_hardening.py measures it).
     max_pixels: int = DEFAULT_MAX_PIXELS
     decode_budget_pixels: int = DEFAULT_MAX_PIXELS
     max_batch_files: int = 64
