@@ -49,3 +49,30 @@ def test_test_accuracy_matches_metadata(path) -> None:
             total += len(batch)
     assert total == 10_000
     assert abs(100.0 * correct / total - meta["accuracy"]["test_int8"]) <= 0.1
+
+
+@pytest.mark.dataset
+@pytest.mark.slow
+@pytest.mark.parametrize("path", SERVED, ids=[p.stem for p in SERVED])
+def test_fp32_network_recovered_from_the_int8_graph_agrees_with_it(path, tmp_path) -> None:
+    """training.requantise's starting point: the graph's dequantised weights, each activation
+    quantise/dequantise pair as a Clip, answer as the int8 graph does (>= 99% of 1,000 test
+    images, the first 100 of each class)."""
+    pytest.importorskip("onnx")
+    from cifar_onnx.registry import _session
+    from training.requantise import AGREEMENT, recover_fp32
+
+    folder = dataset_dir()
+    if folder is None:
+        pytest.skip("the CIFAR-10 folder is not on this machine (set CIFAR10_DIR)")
+    classes = json.loads(path.with_suffix(".json").read_text())["classes"]
+    images = np.stack(
+        [decode_image((folder / "test" / c / f"{i:04d}.jpg").read_bytes()) for c in classes for i in range(100)]
+    )
+    recovered = tmp_path / "fp32.onnx"
+    recover_fp32(path, recovered)
+    answers = [
+        _session(p, 2, fused).run(None, {"image": images})[0].argmax(1)
+        for p, fused in ((path, False), (recovered, True))
+    ]
+    assert float((answers[0] == answers[1]).mean()) >= AGREEMENT

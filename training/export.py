@@ -180,7 +180,7 @@ def quantise(fp32: Path, int8: Path, calibration: np.ndarray, method: str) -> No
         str(prepared), str(int8), Calibration(calibration),
         quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        # Weights in 7 bits (-64..63): on x86 without VNNI the fused u8s8 kernels add pairs of
+        # Weights in 7 bits (-64..64): on x86 without VNNI the fused u8s8 kernels add pairs of
         # products in 16 bits (vpmaddubsw), 2 x 255 x 64 < 32,767 never saturates, so the fused
         # graph is exact on every CPU; with 8-bit weights it saturated (docs/MODEL.md, "int8").
         reduce_range=True,
