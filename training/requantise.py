@@ -135,9 +135,9 @@ def main(argv: list[str] | None = None) -> None:
         agreement = float((served_val.argmax(1) == recovered_val.argmax(1)).mean())
         print(f"recovered fp32 graph ({replaced}): same answer as the int8 graph on {100 * agreement:.2f}% of "
               f"{len(val_y)} validation images", flush=True)  # fmt: skip
-        if agreement < AGREEMENT:
+        if agreement < args.min_agreement:
             sys.exit(
-                f"the recovered graph agrees on only {100 * agreement:.2f}% (< {100 * AGREEMENT:.0f}%): not re-quantised"
+                f"the recovered graph agrees on only {100 * agreement:.2f}% (< {100 * args.min_agreement:.0f}%): not re-quantised"
             )
         quantise(fp32, int8, calibration, "minmax")
         low, high = weight_range(int8)
