@@ -10,8 +10,6 @@ RGBA PNG just under the pixel limit) is measured beside them for scale.
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import httpx
@@ -21,20 +19,9 @@ from PIL import Image
 
 from benchmarks import load
 from cifar_onnx.settings import Settings
+from tests.images import png_claiming_huge_size
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A small PNG that declares width x height."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b"")
-    )
 
 
 def worst_accepted(max_pixels: int) -> bytes:
@@ -51,8 +38,8 @@ def uploads(settings: Settings) -> dict[str, tuple[str, list[tuple[str, tuple[st
     jpeg = (REPO / "tests" / "data" / "cifar" / "cat.jpg").read_bytes()
     big = b"\xff\xd8\xff" + bytes(settings.max_upload_bytes + 1)
     return {
-        "header claims 100000x100000 (422)": ("predict", [("file", ("bomb.png", png_header(100_000, 100_000), "image/png"))]),
-        "just over the pixel limit (422)": ("predict", [("file", ("big.png", png_header(3500, 3500), "image/png"))]),
+        "header claims 100000x100000 (422)": ("predict", [("file", ("bomb.png", png_claiming_huge_size(100_000, 100_000), "image/png"))]),
+        "just over the pixel limit (422)": ("predict", [("file", ("big.png", png_claiming_huge_size(3500, 3500), "image/png"))]),
         "not an image (415)": ("predict", [("file", ("notes.txt", b"hello " * 100, "text/plain"))]),
         "truncated JPEG (422)": ("predict", [("file", ("cut.jpg", jpeg[: len(jpeg) // 3], "image/jpeg"))]),
         "one file over the size limit in a batch (413)": (

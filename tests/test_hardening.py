@@ -7,10 +7,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-import struct
 import threading
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,23 +19,7 @@ from cifar_onnx import cpu, preprocess
 from cifar_onnx.preprocess import DecodeBudget, DecoderBusyError, TooManyPixelsError, decode_image, decode_square
 from cifar_onnx.settings import Settings
 from tests.conftest import SHIPPED, make_client
-from tests.images import encode, sample
-
-
-def png_header_claiming(width: int, height: int) -> bytes:
-    """A tiny PNG whose header declares width x height (its data is a stub)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )
-
+from tests.images import encode, png_claiming_huge_size, sample
 
 # --- CPUs ---------------------------------------------------------------------------------------
 
@@ -79,7 +61,7 @@ def test_explain_answers_with_more_threads_than_images(name: str) -> None:
 def test_a_header_claiming_a_huge_image_is_refused_in_the_services_words() -> None:
     started = time.process_time()
     with pytest.raises(TooManyPixelsError, match=r"100000x100000 pixels; the limit is 12,000,000"):
-        decode_image(png_header_claiming(100_000, 100_000))
+        decode_image(png_claiming_huge_size(100_000, 100_000))
     assert time.process_time() - started < 0.05, "refused from the header, nothing decoded"
 
 
