@@ -56,6 +56,14 @@ def open_page(browser, url: str, size: str = "desktop", **options: object):
     return page
 
 
+def wait_until_wired(page, selector: str) -> None:
+    """Wait until htmx has processed the swapped-in element (bound its triggers): a test acts
+    within milliseconds of a swap, which a person never does, and a toggle before that is lost."""
+    page.wait_for_function(
+        "s => [...document.querySelectorAll(s)].every(e => e['htmx-internal-data'])", arg=selector, timeout=15_000
+    )
+
+
 def assert_sound(page) -> None:
     """No visible image without a picture, nothing wider than the window, no console error."""
     broken = page.evaluate("""() => [...document.images]
@@ -112,6 +120,7 @@ def test_eight_photos_with_one_bad_file_in_one_request(server: str, browser, sho
     assert page.locator(".card details.explain").count() == 7
     assert_sound(page)
     # Each card's toggle explains its own photo.
+    wait_until_wired(page, "details.explain")
     page.locator(".card.prediction").nth(4).locator("summary").click()
     image = page.wait_for_selector(".card.prediction >> nth=4 >> .heatmap img", timeout=30_000)
     assert image.evaluate("img => img.complete && img.naturalWidth") == 256
@@ -233,6 +242,7 @@ def test_non_cifar_picture_is_unsure_and_the_heat_map_opens(server: str, browser
     page.wait_for_selector(".prediction[data-unsure=false]", timeout=15_000)
     summary = page.locator("details.explain summary")
     assert summary.inner_text() == where
+    wait_until_wired(page, "details.explain")
     summary.focus()
     page.keyboard.press("Enter")
     image = page.wait_for_selector(".heatmap img", timeout=30_000)
