@@ -74,24 +74,6 @@ def predictions(model: ServedModel, probs: np.ndarray, seconds: float, top_k: in
     return results
 
 
-def predict_arrays(model: ServedModel, images: np.ndarray, top_k: int) -> list[Prediction]:
-    """Classify (N, S, S, 3) uint8 images in one ORT call; top_k calibrated classes per image."""
-    return predictions(model, *timed_predict(model, images), top_k)
-
-
-def decode_batch(files: Sequence[tuple[str | None, bytes]], size: int, max_pixels: int) -> np.ndarray:
-    """Decode (filename, bytes) pairs to (N, size, size, 3); an ImageError names its file."""
-    arrays = []
-    for name, data in files:
-        try:
-            arrays.append(decode_image(data, size, max_pixels))
-        except ImageError as exc:
-            if name:
-                raise type(exc)(f"{name}: {exc}") from None
-            raise
-    return np.stack(arrays)
-
-
 def decode_each(files: Sequence[tuple[str | None, bytes]], size: int, max_pixels: int) -> list[np.ndarray | ImageError]:
     """Decode every file on its own: its (size, size, 3) array, or the ImageError (naming the
     file) that refused it, so that one bad file does not sink the others."""
@@ -104,7 +86,10 @@ def decode_each(files: Sequence[tuple[str | None, bytes]], size: int, max_pixels
     return out
 
 
-def classify_bytes(
-    files: Sequence[tuple[str | None, bytes]], model: ServedModel, top_k: int, max_pixels: int
-) -> list[Prediction]:
-    return predict_arrays(model, decode_batch(files, model.image_size, max_pixels), top_k)
+def decode_batch(files: Sequence[tuple[str | None, bytes]], size: int, max_pixels: int) -> np.ndarray:
+    """Decode (filename, bytes) pairs to (N, size, size, 3); the first refusal is raised, naming its file."""
+    decoded = decode_each(files, size, max_pixels)
+    refused = next((d for d in decoded if isinstance(d, ImageError)), None)
+    if refused is not None:
+        raise refused
+    return np.stack(decoded)
