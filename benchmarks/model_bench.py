@@ -73,6 +73,10 @@ def predictor(runtime: Runtime, threads: int) -> Callable[[np.ndarray], np.ndarr
 
 def measure_in_process(runtime: Runtime, images: np.ndarray, runs: int) -> dict[str, object]:
     result: dict[str, object] = {}
+    if runtime.kind == "ort":  # how the service would run its int8 operators on this CPU
+        from cifar_onnx.registry import make_session
+
+        result["int8_mode"] = make_session(runtime.path, 1)[1]
     for threads in (1, 2):
         predict = predictor(runtime, threads)
         one = images[:1]

@@ -17,7 +17,29 @@ def _x(value: float, reference: float | None) -> str:
     return f" ({reference / value:.1f}x)" if reference and value else ""
 
 
-def write_report(results: dict, path: Path) -> None:
+def cpu_table(history: list[dict]) -> list[str]:
+    """RESULTS.md's per-CPU section from benchmarks/history.json's entries (none: no section)."""
+    if not history:
+        return []
+    lines = ["## Per CPU: what is fast where", "",
+             "The latest run of the suite on each CPU the project has run on (`benchmarks/history.json`; "
+             "each run replaces its own CPU's row). Model files are those of the run's commit, so a model "
+             "that was retrained since differs between rows. Batch 1, 1 thread, median; HTTP figures are "
+             "the default model's, one image a request; overhead = HTTP p50 at concurrency 1 minus the "
+             "model's own median (HTTP, decoding, queueing, JSON).", ""]  # fmt: skip
+    rows = []
+    for e in history:
+        http = [e["http_c1_p50_ms"], e["http_overhead_ms"], e["http_c32_rps"], e["http_c32_p99_ms"]]
+        for name, m in e["models"].items():
+            default = name == e["default_model"]
+            rows.append([f"{e['cpu']} ({e['cpu_flags']}), {e['date']}", f"`{name}`" + (" (default)" if default else ""),
+                         m["int8_mode"], m["batch1_ms"], *(http if default else ["", "", "", ""])])  # fmt: skip
+    header = ["CPU (flags), date", "model", "int8 kernels", "batch 1 ms", "HTTP c=1 p50 ms", "overhead ms",
+              "HTTP c=32 req/s", "HTTP c=32 p99 ms"]  # fmt: skip
+    return [*lines, *_table(header, rows), ""]
+
+
+def write_report(results: dict, path: Path, history: list[dict] | None = None) -> None:
     m, service = results["machine"], results["service"]
     lines = ["# Benchmark results", "",
              f"Written by `python -m benchmarks.run` on {m['date']}. Machine: {m['cpu']}, {m['cores']} cores, "
@@ -160,6 +182,19 @@ def write_report(results: dict, path: Path) -> None:
                 ),
                 "",
             ]
+    if "batching" in results:
+        sweep = results["batching"]
+        lines += ["## Dynamic batching: `CIFAR_ONNX_MAX_BATCH`", "",
+                  "`benchmarks/batching.py`: one server per setting, default model, one image a request (wrk, "
+                  f"{results['settings']['seconds']} s a level); images per ONNX Runtime call from the server's "
+                  f"`/metrics` over the concurrency-32 level. The shipped default is {sweep['default_max_batch']}; "
+                  "1 is the service without batching.", ""]  # fmt: skip
+        rows = [[m, r[1]["p50_ms"], r[1]["rps"], r[32]["p50_ms"], r[32]["p99_ms"], r[32]["rps"], r[32]["errors"],
+                 r[32]["images_per_call"]] for m, r in sweep["runs"].items()]  # fmt: skip
+        header = ["max_batch", "c=1 p50 ms", "c=1 req/s", "c=32 p50 ms", "c=32 p99 ms", "c=32 req/s", "c=32 errors",
+                  "c=32 images per call"]  # fmt: skip
+        lines += [*_table(header, rows), ""]
+    lines += cpu_table(history or [])
     if "hostile" in results:
         lines += ["## Hostile uploads: server CPU per refusal", "",
                   "`benchmarks/hostile.py`: each kind sent 20 times to one server process with the default settings; "

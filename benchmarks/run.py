@@ -12,12 +12,14 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks import load
+from benchmarks import history, load
+from benchmarks.batching import batching
 from benchmarks.hostile import hostile
 from benchmarks.model_bench import bench_model
 from benchmarks.overload import overload
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.scale_results:
             results["scale"] = json.loads(args.scale_results.read_text())
             (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
-        write_report(results, args.out / "RESULTS.md")
+        write_report(results, args.out / "RESULTS.md", history.load(args.out / "history.json"))
         print(f"wrote {args.out / 'RESULTS.md'}")
         return
     if args.quick:
@@ -165,6 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     results["service"] = service_level(args.model_dir, args.seconds, args.soak_requests)
     print("overload", flush=True)
     results["overload"] = overload(args.model_dir, args.seconds)
+    print("dynamic batching", flush=True)
+    results["batching"] = batching(args.model_dir, args.seconds)
     print("hostile uploads", flush=True)
     results["hostile"] = hostile(args.model_dir, 5 if args.quick else 20)
     if args.scale_results:
@@ -177,9 +181,11 @@ def main(argv: list[str] | None = None) -> None:
     results["default_model"] = default.stem
     (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     plot(results["service"], results.get("baseline"), args.out / "latency.png")
+    command = "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
+    entries = history.record(results, f"`{command.strip()}`", args.out / "history.json")
     from benchmarks.report import write_report
 
-    write_report(results, args.out / "RESULTS.md")
+    write_report(results, args.out / "RESULTS.md", entries)
     print(f"wrote {args.out / 'RESULTS.md'}")
 
 

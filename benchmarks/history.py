@@ -1,0 +1,51 @@
+"""What is fast where: one summary line per CPU the suite has run on, kept in
+`benchmarks/history.json` and shown as RESULTS.md's per-CPU table.
+
+`python -m benchmarks.run` replaces the entry of the CPU it ran on (same model name and flags)
+with its own; entries of other CPUs stay as they were measured. The first entries were taken
+from the suite's results.json of earlier commits (each entry names its commit).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+HISTORY = HERE / "history.json"
+
+
+def summary(results: dict, source: str) -> dict:
+    """The few figures that differ between CPUs, from one run of the suite."""
+    machine, service = results["machine"], results["service"]
+    default = results["default_model"]
+    models = {name: {"int8_mode": runs["ORT int8"].get("int8_mode", "not recorded"),
+                     "batch1_ms": runs["ORT int8"]["batch1_1t"]["median_ms"]}
+              for name, runs in results["models"].items()}  # fmt: skip
+    c1, c32 = service["single"][1], service["single"][32]
+    return {
+        "cpu": machine["cpu"],
+        "cpu_flags": machine.get("cpu_flags", "not recorded"),
+        "date": machine["date"],
+        "source": source,
+        "default_model": default,
+        "models": models,
+        "http_c1_p50_ms": c1["p50_ms"],
+        # The service's own cost: HTTP, multipart parsing, decoding, queueing, JSON (issue #17: <= 3 ms).
+        "http_overhead_ms": round(c1["p50_ms"] - models[default]["batch1_ms"], 2),
+        "http_c32_rps": c32["rps"],
+        "http_c32_p99_ms": c32["p99_ms"],
+    }
+
+
+def load(path: Path = HISTORY) -> list[dict]:
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def record(results: dict, source: str, path: Path = HISTORY) -> list[dict]:
+    """Put this run's summary in place of the same CPU's previous one; returns the history."""
+    entry = summary(results, source)
+    entries = [e for e in load(path) if (e["cpu"], e["cpu_flags"]) != (entry["cpu"], entry["cpu_flags"])]
+    entries.append(entry)
+    path.write_text(json.dumps(entries, indent=1) + "\n")
+    return entries

@@ -1,0 +1,45 @@
+"""The per-CPU table: each run of the suite replaces its own CPU's entry and leaves the others."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks import history
+from benchmarks.report import cpu_table
+
+
+def results(cpu_flags: str, default_ms: float, p50: float) -> dict:
+    """The parts of benchmarks.run's results that the history reads."""
+    return {
+        "machine": {"cpu": "AMD EPYC", "cpu_flags": cpu_flags, "date": "2026-12-01 12:00 UTC"},
+        "default_model": "cifar10",
+        "models": {
+            "cifar10": {"ORT int8": {"int8_mode": "int8 fused", "batch1_1t": {"median_ms": default_ms}}},
+            "vgg16_bn": {"ORT int8": {"batch1_1t": {"median_ms": 1.5}}},
+        },
+        "service": {"single": {1: {"p50_ms": p50}, 32: {"rps": 300.0, "p99_ms": 150.0}}},
+    }
+
+
+def test_a_run_replaces_its_own_cpu_and_keeps_the_others(tmp_path: Path) -> None:
+    path = tmp_path / "history.json"
+    history.record(results("avx2", 20.0, 25.0), "first", path)
+    history.record(results("avx2 avx512_vnni", 3.0, 5.5), "second", path)
+    entries = history.record(results("avx2", 10.0, 12.0), "third", path)
+
+    assert [(e["cpu_flags"], e["source"]) for e in entries] == [("avx2 avx512_vnni", "second"), ("avx2", "third")]
+    assert history.load(path) == entries
+    avx2 = entries[1]
+    assert avx2["http_overhead_ms"] == 2.0  # HTTP p50 minus the default model's own median
+    assert avx2["models"]["vgg16_bn"]["int8_mode"] == "not recorded"
+
+
+def test_the_table_has_a_row_per_cpu_and_model_with_http_figures_on_the_default(tmp_path: Path) -> None:
+    entries = history.record(results("avx2", 10.0, 12.0), "run", tmp_path / "history.json")
+    rows = [line for line in cpu_table(entries) if line.startswith("| AMD EPYC")]
+
+    assert len(rows) == 2
+    default, other = (r.split(" | ") for r in rows)
+    assert default[1] == "`cifar10` (default)" and default[4:6] == ["12.0", "2.0"]
+    assert other[1] == "`vgg16_bn`" and other[4] == ""
+    assert cpu_table([]) == []
