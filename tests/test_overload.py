@@ -24,7 +24,7 @@ from tests.images import sample
 
 def test_queue_refuses_past_its_bound_then_serves_again() -> None:
     async def scenario() -> None:
-        queue = InferenceQueue(workers=1, max_queue=1)
+        queue = InferenceQueue(workers=1, max_queue=1, max_batch=Settings().max_batch)
         release = threading.Event()
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(queue.run, release.wait)  # running

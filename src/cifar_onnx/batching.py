@@ -35,7 +35,7 @@ class Batcher:
 
     model: ServedModel
     workers: CapacityLimiter
-    max_batch: int = 32
+    max_batch: int  # Settings.max_batch
     wait_s: float = 0.0
     pending: deque[tuple[np.ndarray, asyncio.Future[Inference]]] = field(default_factory=deque)
     draining: int = 0

@@ -58,7 +58,7 @@ class InferenceQueue:
     `run`, and the accepted ones waited behind that parsing (benchmarks/flood.py measures it;
     benchmarks/RESULTS.md, "Overload", has the figures)."""
 
-    def __init__(self, workers: int, max_queue: int, max_batch: int = 32, batch_wait_ms: float = 0.0):
+    def __init__(self, workers: int, max_queue: int, max_batch: int, batch_wait_ms: float = 0.0):
         self.limiter = CapacityLimiter(workers)  # ONNX Runtime calls at once
         self.decoders = CapacityLimiter(workers)  # uploads decoded at once
         self.workers, self.max_queue = workers, max_queue

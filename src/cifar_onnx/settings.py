@@ -50,7 +50,7 @@ class Settings:
     # Dynamic batching: a free inference worker takes up to this many waiting images of one model
     # as one call (cifar_onnx.batching; chosen with benchmarks, RESULTS.md), after waiting
     # batch_wait_ms for company (0: never wait).
-    max_batch: int = 32
+    max_batch: int = 8
     batch_wait_ms: float = 0.0
     explain_size: int = 256  # side of the explain PNG, pixels
     explain_threads: int = field(default_factory=usable_cpus)  # concurrent ORT calls one explain request splits into
