@@ -37,6 +37,7 @@ from training.models import REGISTRY, AirbenchNet, create_model
 
 OPSET = 17
 QUANTISED_OPS = ["Conv", "Gemm", "MatMul", "Clip", "Relu"]
+FLOAT_DEPTHWISE = "depthwise Conv (group > 1) and the ReLU/Clip after each"  # --float-depthwise keeps these float
 DATASET_NOTE = ("CIFAR-10, official split, read from a JPEG quality-75 re-encoding of the official images "
                 "(mean PSNR 30.5 dB against the originals); 45,000 train / 5,000 validation (stratified, "
                 "fixed seed) / 10,000 test")  # fmt: skip
@@ -173,7 +174,19 @@ class Calibration(CalibrationDataReader):
         return None if batch is None else {"image": batch}
 
 
-def quantise(fp32: Path, int8: Path, calibration: np.ndarray, method: str) -> None:
+def depthwise_nodes(path: Path) -> list[str]:
+    """Names of the depthwise convolutions (Conv with group > 1) and of the ReLU/Clip each feeds.
+    They have nine weights a channel, where a 7-bit grid costs most (EfficientNet-Lite0 lost 0.2
+    point with them in 7 bits, docs/MODEL.md "int8"), and little time to win: they stay float."""
+    graph = onnx.load(str(path)).graph
+    convs = {n.name: n.output[0] for n in graph.node if n.op_type == "Conv"
+             and any(a.name == "group" and a.i > 1 for a in n.attribute)}  # fmt: skip
+    outputs = set(convs.values())
+    acts = [n.name for n in graph.node if n.op_type in ("Relu", "Clip") and n.input[0] in outputs]
+    return [*convs, *acts]
+
+
+def quantise(fp32: Path, int8: Path, calibration: np.ndarray, method: str, float_depthwise: bool = False) -> None:
     prepared = fp32.with_suffix(".prep.onnx")
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=False)
     quantize_static(
@@ -190,6 +203,7 @@ def quantise(fp32: Path, int8: Path, calibration: np.ndarray, method: str) -> No
         # Probabilities, averaging and resizing stay fp32 (a uint8 softmax would round every
         # probability to 1/255).
         op_types_to_quantize=QUANTISED_OPS,
+        nodes_to_exclude=depthwise_nodes(prepared) if float_depthwise else [],
         calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                           "entropy": CalibrationMethod.Entropy}[method],
         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
@@ -299,6 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--download", action="store_true")
     p.add_argument("--limit", type=int, default=0, help="evaluate on N random val/test images (tests)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--float-depthwise", action="store_true", help=f"keep in float: {FLOAT_DEPTHWISE}")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -331,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     # Calibration: training images only (never validation or test), spread over the classes.
     rng = np.random.default_rng(0)
     calib = data.train.images[rng.permutation(len(data.train.images))[: args.calibration_images]]
-    quantise(fp32, int8, calib, args.calibration)
+    quantise(fp32, int8, calib, args.calibration, args.float_depthwise)
 
     results = measure({"fp32": fp32, "int8": int8}, val_x, val_y, test_x, test_y, args.threads)
 
@@ -348,7 +363,8 @@ def main(argv: list[str] | None = None) -> None:
         "quantization": {"format": "QDQ static", "weights": "int8 per-channel symmetric, 7-bit range (reduce_range)", "weight_bits": 7,
                          "activations": "uint8 asymmetric",
                          "ops": QUANTISED_OPS, "calibration": f"{args.calibration}, {len(calib)} training images",
-                         "tool": f"onnxruntime {ort.__version__}"},
+                         "tool": f"onnxruntime {ort.__version__}",
+                         **({"float_ops": FLOAT_DEPTHWISE} if args.float_depthwise else {})},
         "parameters": sum(p.numel() for p in served.parameters()),
         "flops_per_image": counter.get_total_flops(),
         # Summed over members: runs trained side by side (one per core) overlap in wall time.

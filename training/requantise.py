@@ -35,7 +35,7 @@ from onnx import helper, numpy_helper
 
 from cifar_onnx.registry import _session
 from training.data import load_cifar10
-from training.export import accuracy, confusion, ort_probs, per_class, quantise, sha256
+from training.export import FLOAT_DEPTHWISE, accuracy, confusion, ort_probs, per_class, quantise, sha256
 
 AGREEMENT = 0.99
 
@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--download", action="store_true")
     p.add_argument("--limit", type=int, default=0, help="evaluate on N val/test images (tests)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--float-depthwise", action="store_true", help=f"keep in float: {FLOAT_DEPTHWISE}")
     p.add_argument(
         "--min-agreement",
         type=float,
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(
                 f"the recovered graph agrees on only {100 * agreement:.2f}% (< {100 * args.min_agreement:.0f}%): not re-quantised"
             )
-        quantise(fp32, int8, calibration, "minmax")
+        quantise(fp32, int8, calibration, "minmax", args.float_depthwise)
         low, high = weight_range(int8)
         measured: dict[str, dict[str, float]] = {}
         for label, path in (("before", source), ("after", int8)):
@@ -161,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
         target.write_bytes(int8.read_bytes())
     meta["quantization"] = {**meta["quantization"], "weights": "int8 per-channel symmetric, 7-bit range (reduce_range)",
                             "weight_bits": 7}  # fmt: skip
+    if args.float_depthwise:
+        meta["quantization"]["float_ops"] = FLOAT_DEPTHWISE
     meta["accuracy"] = {
         **meta["accuracy"],
         "val_int8": measured["after_unfused"]["val"],
