@@ -42,14 +42,14 @@ class Server:
 
 
 @contextmanager
-def run_server(command: list[str], env: dict[str, str], ready_path: str) -> Iterator[Server]:
-    """Start `command` (it must listen on env PORT's value), wait for `ready_path` to answer 200."""
+def run_server(command: list[str], env: dict[str, str], ready_path: str, cwd: Path = REPO) -> Iterator[Server]:
+    """Start `command` in `cwd` (it must listen on env PORT's value), wait for `ready_path` to answer 200."""
     port = int(env["PORT"])
     start = time.perf_counter()
     # The server's output goes to a file, never an undrained pipe: a request log filling a
     # 64 KB pipe would block the server mid-benchmark.
     log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below, with the server)
-    proc = subprocess.Popen(command, env={**os.environ, **env}, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(command, env={**os.environ, **env}, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         while True:

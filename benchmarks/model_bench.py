@@ -114,6 +114,23 @@ def cold_start(runtime: Runtime, repeats: int = 3) -> dict[str, float]:
     return {"cold_start_s": round(min(r[0] for r in runs), 3), "peak_rss_mb": round(min(r[1] for r in runs), 1)}
 
 
+def recovered_fp32(int8: Path, work: Path) -> Path | None:
+    """The float network a served QDQ graph computes (training.requantise.recover_fp32: weights
+    dequantised, each activation's quantisation a Clip to its range), for a model whose fp32
+    export is gone; cached beside the exports, keyed by the int8 file's hash. None without torch."""
+    try:
+        from training.requantise import recover_fp32
+    except ImportError:
+        return None
+    import hashlib
+
+    path = work / f"recovered-{hashlib.sha256(int8.read_bytes()).hexdigest()[:16]}.fp32.onnx"
+    if not path.exists():
+        work.mkdir(parents=True, exist_ok=True)
+        recover_fp32(int8, path)
+    return path
+
+
 def runtimes_for(model_json: Path, export_dir: Path) -> list[Runtime]:
     """int8 is the served file; fp32 and the torch checkpoints come from the export step's
     cache (they are not shipped); whatever is missing is left out, and said so."""
@@ -123,6 +140,8 @@ def runtimes_for(model_json: Path, export_dir: Path) -> list[Runtime]:
     fp32 = export_dir / name / f"{name}.fp32.onnx"
     if fp32.exists():
         found.append(Runtime("ORT fp32", "ort", fp32))
+    elif (recovered := recovered_fp32(model_json.with_suffix(".onnx"), export_dir / name)) is not None:
+        found.append(Runtime("ORT fp32 (recovered from the int8 graph)", "ort", recovered))
     else:
         print(f"  {name}: no fp32 export at {fp32}; ORT fp32 left out (run training.export)")
     members = meta.get("members", [])

@@ -17,6 +17,24 @@ def _x(value: float, reference: float | None) -> str:
     return f" ({reference / value:.1f}x)" if reference and value else ""
 
 
+def against_section() -> list[str]:
+    """The last `python -m benchmarks.against` run (benchmarks/against.json), if there is one."""
+    file = Path(__file__).resolve().parent / "against.json"
+    if not file.exists():
+        return []
+    import json
+
+    from benchmarks.against import table
+
+    return ["## Against an earlier revision", "",
+            "`python -m benchmarks.against REV`: the service as it was at a git revision (its code and its model "
+            "files, unpacked with `git archive`) and this checkout, taking turns on the same machine in one run. "
+            "Each model's batch-1 median as that revision's own registry loads it for serving (1 thread), and "
+            "forced unfused; the default model over HTTP, one image a request (wrk). Its own machine and date "
+            "are in its first line: it is not re-run by `benchmarks.run`.", "", table(json.loads(file.read_text())),
+            ""]  # fmt: skip
+
+
 def cpu_table(history: list[dict]) -> list[str]:
     """RESULTS.md's per-CPU section from benchmarks/history.json's entries (none: no section)."""
     if not history:
@@ -194,6 +212,7 @@ def write_report(results: dict, path: Path, history: list[dict] | None = None) -
         header = ["max_batch", "c=1 p50 ms", "c=1 req/s", "c=32 p50 ms", "c=32 p99 ms", "c=32 req/s", "c=32 errors",
                   "c=32 images per call"]  # fmt: skip
         lines += [*_table(header, rows), ""]
+    lines += against_section()
     lines += cpu_table(history or [])
     if "hostile" in results:
         lines += ["## Hostile uploads: server CPU per refusal", "",
