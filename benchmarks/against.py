@@ -97,6 +97,18 @@ def median_of(rounds: list[dict], *keys: object) -> float:
     return round(statistics.median(values), 2)
 
 
+def summarise(raw: dict[str, dict[str, list]]) -> dict[str, dict]:
+    """Per side, the median over rounds of each figure (`raw` as stored in against.json)."""
+    sides = {}
+    for side, r in raw.items():
+        names = r["models"][0]
+        models = {n: {"median_ms": median_of(r["models"], n, "median_ms"), "int8": names[n]["int8"],
+                      "unfused_ms": median_of(r["models"], n, "unfused_ms")} for n in names}  # fmt: skip
+        http = {c: {k: median_of(r["http"], c, k) for k in ("p50_ms", "p99_ms", "rps")} for c in ("1", "32")}
+        sides[side] = {"models": models, "http": http}
+    return sides
+
+
 def table(result: dict) -> str:
     old, new = result["sides"]["then"], result["sides"]["now"]
     lines = [f"Then: revision `{result['rev']}`; now: `{result['now_rev']}`. {result['machine']['cpu']} "
@@ -136,15 +148,7 @@ def main(argv: list[str] | None = None) -> None:
                 raw[side]["http"].append(http_levels(root, args.seconds))
                 print(f"round {i + 1} {side}: {raw[side]['models'][-1]} "
                       f"c=32 {raw[side]['http'][-1][32]['rps']} req/s", flush=True)  # fmt: skip
-    sides = {}
-    for side, r in raw.items():
-        names = r["models"][0]
-        sides[side] = {
-            "models": {
-                n: {"median_ms": median_of(r["models"], n, "median_ms"), "int8": names[n]["int8"]} for n in names
-            },
-            "http": {str(c): {k: median_of(r["http"], c, k) for k in ("p50_ms", "p99_ms", "rps")} for c in (1, 32)},
-        }
+    sides = summarise(json.loads(json.dumps(raw)))
     result = {"rev": args.rev, "now_rev": now_rev, "machine": machine(), "rounds": args.rounds,
               "seconds": args.seconds, "sides": sides, "raw": raw}  # fmt: skip
     args.out.write_text(json.dumps(result, indent=1) + "\n")
