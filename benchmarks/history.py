@@ -1,8 +1,8 @@
 """What is fast where: one summary line per CPU the suite has run on, kept in
 `benchmarks/history.json` and shown as RESULTS.md's per-CPU table.
 
-`python -m benchmarks.run` replaces the entry of the CPU it ran on (same model name and flags)
-with its own; entries of other CPUs stay as they were measured. The first entries were taken
+`python -m benchmarks.run` replaces the entry of the CPU it ran on (same model name, CPUID
+family and model, and flags) with its own; entries of other CPUs stay as they were measured. The first entries were taken
 from the suite's results.json of earlier commits (each entry names its commit).
 """
 
@@ -26,6 +26,7 @@ def summary(results: dict, source: str) -> dict:
     return {
         "cpu": machine["cpu"],
         "cpu_flags": machine.get("cpu_flags", "not recorded"),
+        "cpu_generation": machine.get("cpu_generation", "not recorded"),
         "date": machine["date"],
         "source": source,
         "default_model": default,
@@ -42,10 +43,15 @@ def load(path: Path = HISTORY) -> list[dict]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
+def key(entry: dict) -> tuple[str, str, str]:
+    """Which CPU an entry is of; entries written before the CPUID family was recorded stay apart."""
+    return entry["cpu"], entry.get("cpu_generation", "not recorded"), entry["cpu_flags"]
+
+
 def record(results: dict, source: str, path: Path = HISTORY) -> list[dict]:
     """Put this run's summary in place of the same CPU's previous one; returns the history."""
     entry = summary(results, source)
-    entries = [e for e in load(path) if (e["cpu"], e["cpu_flags"]) != (entry["cpu"], entry["cpu_flags"])]
+    entries = [e for e in load(path) if key(e) != key(entry)]
     entries.append(entry)
     path.write_text(json.dumps(entries, indent=1) + "\n")
     return entries

@@ -50,7 +50,9 @@ def cpu_table(history: list[dict]) -> list[str]:
         http = [e["http_c1_p50_ms"], e["http_overhead_ms"], e["http_c32_rps"], e["http_c32_p99_ms"]]
         for name, m in e["models"].items():
             default = name == e["default_model"]
-            rows.append([f"{e['cpu']} ({e['cpu_flags']}), {e['date']}", f"`{name}`" + (" (default)" if default else ""),
+            generation = e.get("cpu_generation", "not recorded")
+            cpu = e["cpu"] + ("" if generation == "not recorded" else f" {generation}")
+            rows.append([f"{cpu} ({e['cpu_flags']}), {e['date']}", f"`{name}`" + (" (default)" if default else ""),
                          m["int8_mode"], m["batch1_ms"], *(http if default else ["", "", "", ""])])  # fmt: skip
     header = ["CPU (flags), date", "model", "int8 kernels", "batch 1 ms", "HTTP c=1 p50 ms", "overhead ms",
               "HTTP c=32 req/s", "HTTP c=32 p99 ms"]  # fmt: skip

@@ -23,7 +23,7 @@ from benchmarks.batching import batching
 from benchmarks.hostile import hostile
 from benchmarks.model_bench import bench_model
 from benchmarks.overload import overload
-from cifar_onnx.cpu import cpu_model, relevant_flags
+from cifar_onnx.cpu import cpu_generation, cpu_model, relevant_flags
 from cifar_onnx.preprocess import decode_image
 
 HERE = Path(__file__).resolve().parent
@@ -46,7 +46,7 @@ def machine() -> dict[str, str]:
     except ImportError:
         pass
     # The flags decide whether the int8 models run fused (cifar_onnx.cpu): part of every figure.
-    return {"cpu": cpu_model(), "cpu_flags": " ".join(relevant_flags()), "cores": str(os.cpu_count()), "memory_gb": f"{psutil.virtual_memory().total / 2**30:.0f}",
+    return {"cpu": cpu_model(), "cpu_generation": cpu_generation(), "cpu_flags": " ".join(relevant_flags()), "cores": str(os.cpu_count()), "memory_gb": f"{psutil.virtual_memory().total / 2**30:.0f}",
             "os": platform.platform(), **versions, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
 
 

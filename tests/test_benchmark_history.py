@@ -8,10 +8,13 @@ from benchmarks import history
 from benchmarks.report import cpu_table
 
 
-def results(cpu_flags: str, default_ms: float, p50: float) -> dict:
+def results(cpu_flags: str, default_ms: float, p50: float, generation: str | None = None) -> dict:
     """The parts of benchmarks.run's results that the history reads."""
+    machine = {"cpu": "AMD EPYC", "cpu_flags": cpu_flags, "date": "2026-12-01 12:00 UTC"}
+    if generation:
+        machine["cpu_generation"] = generation
     return {
-        "machine": {"cpu": "AMD EPYC", "cpu_flags": cpu_flags, "date": "2026-12-01 12:00 UTC"},
+        "machine": machine,
         "default_model": "cifar10",
         "models": {
             "cifar10": {"ORT int8": {"int8_mode": "int8 fused", "batch1_1t": {"median_ms": default_ms}}},
@@ -43,3 +46,15 @@ def test_the_table_has_a_row_per_cpu_and_model_with_http_figures_on_the_default(
     assert default[1] == "`cifar10` (default)" and default[4:6] == ["12.0", "2.0"]
     assert other[1] == "`vgg16_bn`" and other[4] == ""
     assert cpu_table([]) == []
+
+
+def test_two_cpus_with_one_name_and_the_same_flags_keep_their_own_rows(tmp_path: Path) -> None:
+    """A first-generation EPYC and a Zen 3 both say "AMD EPYC" and avx2: the CPUID family and
+    model tell them apart, and an entry from before it was recorded is not overwritten."""
+    path = tmp_path / "history.json"
+    history.record(results("avx2", 27.8, 31.4), "zen 3, before generations were recorded", path)
+    history.record(results("avx2", 62.4, 62.8, "family 23, model 1"), "first EPYC", path)
+    entries = history.record(results("avx2", 60.0, 61.0, "family 23, model 1"), "first EPYC again", path)
+    assert [e["source"] for e in entries] == ["zen 3, before generations were recorded", "first EPYC again"]
+    rows = [line for line in cpu_table(entries) if "(default)" in line]
+    assert rows[0].startswith("| AMD EPYC (avx2)") and rows[1].startswith("| AMD EPYC family 23, model 1 (avx2)")

@@ -35,6 +35,20 @@ def cpu_model() -> str:
     return line.partition(":")[2].strip() or platform.machine()
 
 
+def cpu_generation() -> str:
+    """CPUID family and model ("family 23, model 1"): tells apart CPUs that share a model name
+    and flags (an AMD EPYC of 2017 and one of 2021 both say "AMD EPYC" and avx2)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "not recorded"
+    fields = dict(line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    if "cpu family" not in fields or "model" not in fields:
+        return "not recorded"
+    return f"family {fields['cpu family']}, model {fields['model']}"
+
+
 def bf16_is_fast(flags: frozenset[str] | None = None) -> bool:
     """bfloat16 autocast pays for plain convolutions only with AMX or AVX512-BF16; without either
     PyTorch emulates it, many times slower than fp32 (figures per CPU: docs/MODEL.md, "Training
