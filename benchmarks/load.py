@@ -153,14 +153,13 @@ class HealthPoller:
 
 
 def wait_idle(url: str, timeout: float = 60) -> None:
-    """Until the server's inference queue is empty (its /metrics gauge), so that a level does not
-    start while the last one's requests still drain."""
+    """Until the server has no request in flight (its /metrics gauge; requests that wait inside a
+    batcher count too), so that a level does not start while the last one's requests still drain."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = httpx.get(url + "/metrics", timeout=5).text
-        waiting = [line for line in text.splitlines() if line.startswith("cifar_onnx_inference_waiting ")]
-        if not waiting or float(waiting[0].split()[1]) == 0:
-            time.sleep(0.5)  # the requests already running finish too
+        busy = [line for line in text.splitlines() if line.startswith("cifar_onnx_requests_in_flight ")]
+        if not busy or float(busy[0].split()[1]) == 0:
             return
         time.sleep(0.2)
 

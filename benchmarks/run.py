@@ -79,6 +79,7 @@ def service_level(model_dir: Path, seconds: float, soak_requests: int) -> dict:
         out["rss_after_levels_mb"] = load.tree_rss_mb(server.pid)
         rps = out["single"][32]["rps"] or 1
         duration = max(5.0, 1.15 * soak_requests / rps)
+        load.wait_idle(server.url)
         with load.MemorySampler(server.pid) as memory:
             soak = load.wrk(single, SAMPLE, 32, round(duration, 1))
         soak["rss_samples_mb"] = memory.samples

@@ -36,6 +36,9 @@ MULTIPART = RequestEncodingType.MULTI_PART
 
 SHED = Counter("cifar_onnx_shed_requests", "Requests refused with 503 because the inference queue was full.")
 WAITING = Gauge("cifar_onnx_inference_waiting", "Requests waiting for an inference worker.")
+IN_FLIGHT = Gauge(
+    "cifar_onnx_requests_in_flight", "Requests admitted and not yet answered (the queue bound counts these)."
+)
 
 
 class OverloadedError(ServiceError):
@@ -67,6 +70,7 @@ class InferenceQueue:
         self.shed_log = ShedLog()
         self.inside = 0  # admitted and not yet answered; only the event loop changes it
         WAITING.set_function(lambda: self.limiter.statistics().tasks_waiting)
+        IN_FLIGHT.set_function(lambda: self.inside)
 
     def full(self) -> bool:
         return self.inside >= self.workers + self.max_queue
