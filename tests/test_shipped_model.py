@@ -48,7 +48,10 @@ def test_test_accuracy_matches_metadata(path) -> None:
             correct += int((served.argmax(1) == index).sum())
             total += len(batch)
     assert total == 10_000
-    assert abs(100.0 * correct / total - meta["accuracy"]["test_int8"]) <= 0.1
+    # Within 0.1 point (10 images) of the recorded figure, which the reference kernels gave; fused
+    # kernels round a few requantisations differently on some CPUs. Counted in images: 93.40 - 93.30
+    # is 0.10000000000000853 in floating point.
+    assert abs(correct - round(meta["accuracy"]["test_int8"] * total / 100)) <= 10, (correct, meta["accuracy"])
 
 
 @pytest.mark.dataset
