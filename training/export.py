@@ -198,12 +198,13 @@ def conv_input_means(fp32: Path, calibration: np.ndarray, batch: int = 64) -> di
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}  # several images per input image where TTA stacks views: all count
     for i in range(0, len(calibration), batch):
         for name, value in zip(names, sess.run(None, {"image": calibration[i : i + batch]}), strict=True):
-            if name in wanted:  # several images per input image where TTA stacks views: all count
+            if name in wanted:
                 sums[name] = sums.get(name, 0) + value.astype(np.float64).mean(axis=(2, 3)).sum(0)
-                sums[name + "#n"] = sums.get(name + "#n", 0) + len(value)
-    return {n: sums[n] / sums[n + "#n"] for n in wanted}
+                counts[name] = counts.get(name, 0) + len(value)
+    return {n: sums[n] / counts[n] for n in wanted}
 
 
 def bias_correct(fp32: Path, int8: Path, calibration: np.ndarray, out: Path) -> int:

@@ -16,34 +16,29 @@ BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 @cache
+def cpuinfo() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo ("model name", "flags", ...); empty where
+    there is no such file (macOS, Windows). Every processor of a machine reports the same ones."""
+    try:
+        block = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return {}
+    pairs = (line.split(":", 1) for line in block.splitlines() if ":" in line)
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
 def cpu_flags() -> frozenset[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return frozenset(line.partition(":")[2].split())
+    return frozenset(cpuinfo().get("flags", "").split())
 
 
-@cache
 def cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    line = next((line for line in text.splitlines() if line.startswith("model name")), "")
-    return line.partition(":")[2].strip() or platform.machine()
+    return cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def cpu_generation() -> str:
     """CPUID family and model ("family 23, model 1"): tells apart CPUs that share a model name
     and flags (an AMD EPYC of 2017 and one of 2021 both say "AMD EPYC" and avx2)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "not recorded"
-    fields = dict(line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    fields = cpuinfo()
     if "cpu family" not in fields or "model" not in fields:
         return "not recorded"
     return f"family {fields['cpu family']}, model {fields['model']}"
