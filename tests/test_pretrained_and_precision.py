@@ -1,5 +1,5 @@
-"""VGG16-BN's pretrained initialisation from the CRAFT wheel, and the CPU rules for precision and
-int8 kernels."""
+"""VGG16-BN's pretrained initialisation from the CRAFT wheel, the CPU rules for precision and
+int8 kernels, and the registry's model options."""
 
 from __future__ import annotations
 
@@ -143,3 +143,10 @@ def test_precision_follows_the_cpu(flags: frozenset[str], expected: str) -> None
     assert choose_precision("fp32", cpu, flags) == "fp32" and choose_precision("bf16", cpu, frozenset()) == "bf16"
     with pytest.raises(ValueError):
         choose_precision("fp16", cpu, flags)
+
+
+def test_registry_hands_model_options_to_the_network() -> None:
+    """A recipe's model options must reach the network, not be swallowed: airbench's widths once were
+    (a GPU run asked for a wide airbench and silently trained the default one)."""
+    assert create_model("airbench").model.head.in_features == 256
+    assert create_model("airbench", widths=[32, 64, 96]).model.head.in_features == 96

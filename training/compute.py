@@ -80,6 +80,8 @@ def setup(device: str = "auto", precision: str = "auto") -> Compute:
     """This process's Compute; joins the process group when started by torchrun (WORLD_SIZE > 1):
     NCCL between GPUs, gloo between CPU processes."""
     chosen = choose_device(device)
+    if chosen.type == "cuda":  # fixed batch shapes: let cuDNN time its algorithms once and keep the fastest
+        torch.backends.cudnn.benchmark = True
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if world > 1:

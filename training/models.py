@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,7 +96,7 @@ def fold_pool_bn(group: ConvGroup) -> None:
 
 
 class AirbenchNet(nn.Module):
-    def __init__(self, widths: tuple[int, int, int] = (64, 256, 256)):
+    def __init__(self, widths: tuple[int, ...] = (64, 256, 256)):
         super().__init__()
         self.normalize = Normalize(CIFAR_MEAN, CIFAR_STD)
         self.whiten = nn.Conv2d(3, 24, kernel_size=2, padding=0, bias=True)
@@ -391,8 +391,8 @@ class Entry:
     description: str
 
 
-def _airbench(**_: object) -> Built:
-    return Built(AirbenchNet(), "random init; whitening conv from training-set patch statistics", False)
+def _airbench(widths: Sequence[int] = (64, 256, 256), **_: object) -> Built:
+    return Built(AirbenchNet(tuple(widths)), "random init; whitening conv from training-set patch statistics", False)
 
 
 def _efficientnet(variant: int) -> Callable[..., Built]:
