@@ -116,6 +116,13 @@ def test_train_export_quantise_evaluate_serve(tmp_path: Path) -> None:
     assert {k: pair["accuracy"][k] for k in ("val_fp32", "test_fp32", "test_int8")} == {
         k: meta["accuracy"][k] for k in ("val_fp32", "test_fp32", "test_int8")}  # fmt: skip
     assert pair["parameters"] == 2 * meta["parameters"] and not pair["default"]
+    # --rank scores every combination of two or more members from each member's answers: all four
+    # combinations of these (each the model averaged with itself) score what the model scores.
+    ranked = run("training.ensemble", "--rank", "--member", str(model_dir / "cifar10"), "--member",
+                 str(model_dir / "pair"), "--member", str(model_dir / "cifar10"), "--data-dir", str(data), env=env)  # fmt: skip
+    lines = [line for line in ranked.splitlines() if line.startswith("val ")]
+    expected = f"val {meta['accuracy']['val_int8']:6.2f}%  test {meta['accuracy']['test_int8']:6.2f}%"
+    assert len(lines) == 4 and all(line.startswith(expected) for line in lines), (expected, ranked)
     images = np.stack([decode_image(sample(c)) for c in ("cat", "ship")])
     # The graphs (before the calibration that training.trust fitted for cifar10 alone) agree.
     single, double = (load_model(model_dir / f"{n}.onnx", threads=1).raw(images) for n in ("cifar10", "pair"))

@@ -9,21 +9,30 @@ members read the one uint8 input, and an ONNX `Mean` averages their probabilitie
 member's fp32 export is still in the export cache, the fp32 ensemble is built and measured
 too, so the int8 loss is known; otherwise the metadata has int8 figures only.
 `training.export --run A --run B` does the same from checkpoints, with one calibration for all.
+
+    python -m training.ensemble --rank --member model/airbench --member model/efficientnet_lite0 \
+        --member model/vgg16_bn --member /tmp/c5/vgg16_bn
+
+scores every combination of two or more of the members instead, best first by validation, and
+writes nothing: each member runs once over the validation and test images, and a combination's
+answer is the mean of its members' probabilities, which is what the merged graph computes.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 from onnx import compose, helper
 
-from training.data import cache_dir, load_cifar10
-from training.export import measure, write_served
+from training.data import Cifar10, cache_dir, load_cifar10
+from training.export import measure, ort_probs, session, write_served
 
 
 def merge(paths: list[Path]) -> onnx.ModelProto:
@@ -75,10 +84,25 @@ def described(metas: list[dict[str, Any]], args: argparse.Namespace, argv: list[
     }  # fmt: skip
 
 
+def rank(members: list[Path], data: Cifar10, threads: int = 2) -> list[tuple[float, float, tuple[Path, ...]]]:
+    """(val %, test %, members) of every combination of two or more members, best validation first."""
+    splits = {"val": (data.val.images, data.val.labels), "test": (data.test.images, data.test.labels)}
+    probs = {m: {k: ort_probs(session(m.with_suffix(".onnx"), threads), x) for k, (x, _) in splits.items()}
+             for m in dict.fromkeys(members)}  # fmt: skip
+    rows = []
+    for size in range(2, len(members) + 1):
+        for combo in itertools.combinations(members, size):
+            val, test = (100 * float((np.mean([probs[m][k] for m in combo], axis=0).argmax(1) == y).mean())
+                         for k, (_, y) in splits.items())  # fmt: skip
+            rows.append((val, test, combo))
+    return sorted(rows, key=lambda row: (-row[0], -row[1]))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--member", type=Path, action="append", required=True, help="served model path without suffix")
-    p.add_argument("--name", required=True, help="writes <out>/<name>.onnx and .json")
+    p.add_argument("--name", help="writes <out>/<name>.onnx and .json")
+    p.add_argument("--rank", action="store_true", help="score every combination of the members; write nothing")
     p.add_argument("--title")
     p.add_argument("--out", type=Path, default=Path("model"))
     p.add_argument("--default", action="store_true", help="mark as the default served model")
@@ -89,6 +113,12 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if len(args.member) < 2:
         p.error("an ensemble needs at least two --member")
+    if args.rank:
+        for val, test, combo in rank(args.member, load_cifar10(args.data_dir, args.download), args.threads):
+            print(f"val {val:6.2f}%  test {test:6.2f}%  {' + '.join(map(str, combo))}", flush=True)
+        return
+    if not args.name:
+        p.error("--name is required unless --rank")
 
     metas = [json.loads(m.with_suffix(".json").read_text()) for m in args.member]
     work = cache_dir() / "export" / args.name
