@@ -34,6 +34,10 @@ def real_images(part: str, per_class: int) -> Split:
     return Split(np.stack([decode_image(f.read_bytes()) for f, _ in files]), np.array([c for _, c in files]))
 
 
+def served_member_init() -> str:
+    return json.loads(SHIPPED_VGG.with_suffix(".json").read_text())["members"][0]["init"]
+
+
 def served_copy(tmp_path: Path, checkpoint: Path | None) -> Path:
     """The shipped VGG graph beside metadata whose member names `checkpoint` as its fp32 weights."""
     path = tmp_path / "vgg.onnx"
@@ -57,6 +61,10 @@ def test_graph_rebuilt_with_batchnorm_put_back_answers_as_onnx_runtime(tmp_path:
     assert all(not torch.allclose(bn.running_var, torch.ones_like(bn.running_var), atol=0.05) for bn in norms)
     assert all(torch.allclose(bn.weight, (bn.running_var + bn.eps).sqrt()) for bn in norms)
     assert start.built.model.training, "handed over ready to train"
+    # Cycle after cycle, the provenance names the first origin once instead of nesting each start.
+    assert start.built.init.count("(which began as: ") == 1
+    first = start.built.init.split("(which began as: ", 1)[1]
+    assert not first.startswith("warm start") and first.removesuffix(")") in served_member_init()
 
     # The fp32 checkpoint comes first when this machine has it (here: those same weights saved).
     saved = tmp_path / "final.pt"

@@ -85,6 +85,14 @@ def agreement(path: Path, model: VGG16BN, level: int, images: np.ndarray, thread
     return float((served.argmax(1) == rebuilt.argmax(1)).mean())
 
 
+def origin(init: str) -> str:
+    """Where a chain of warm starts began: cycle after cycle would otherwise nest one
+    "(which began as: ...)" inside the next."""
+    while init.startswith("warm start from ") and "(which began as: " in init:
+        init = init.split("(which began as: ", 1)[1].removesuffix(")")
+    return init
+
+
 def warm_start(path: Path, train_images: np.ndarray, val: Split, threads: int = 2, check: int = 1000) -> WarmStart:
     from training.train import to_float
 
@@ -113,7 +121,7 @@ def warm_start(path: Path, train_images: np.ndarray, val: Split, threads: int = 
             f"{path.name}'s int8 weights, dequantised, BatchNorm put back from 2,000 training images")  # fmt: skip
     print(f"warm start from {what}: same answer as ONNX Runtime on {100 * share:.1f}% of {len(probe)} "
           f"validation images", flush=True)  # fmt: skip
-    init = f"warm start from {what} (which began as: {member.get('init', 'unknown')})"
+    init = f"warm start from {what} (which began as: {origin(member.get('init', 'unknown'))})"
     record = {"from": path.name, "sha256": meta.get("sha256"), "source": source, "agreement": round(share, 4),
               "images_checked": len(probe), "served_accuracy": meta.get("accuracy")}  # fmt: skip
     return WarmStart(Built(model.train(), init, True), options, record)
