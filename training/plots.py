@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--history", type=Path, action="append", default=[], help="a saved <name>-history.json: "
                    "that run on the CPU-time figure only")  # fmt: skip
     p.add_argument("--model", type=Path, help="exported model metadata (model/<name>.json)")
+    p.add_argument("--compare", default="accuracy-vs-cpu-time", help="file name (no .png) of the figure that "
+                   "puts two or more runs on one CPU-time axis")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("docs/img"))
     p.add_argument("--data-dir")
     args = p.parse_args(argv)
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         curves(history, name, args.out / f"{name}-curves.png")
         (args.out / f"{name}-history.json").write_text(json.dumps(history, indent=1))
     if len(histories) > 1:
-        accuracy_against_cpu_time(histories, args.out / "accuracy-vs-cpu-time.png")
+        accuracy_against_cpu_time(histories, args.out / f"{args.compare}.png")
     if args.model:
         meta = json.loads(args.model.read_text())
         confusion_matrix(
