@@ -164,6 +164,20 @@ def wait_idle(url: str, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
+def inference_totals(url: str, model: str) -> tuple[float, int]:
+    """The server's own batch-1 ONNX Runtime time for `model` so far: (seconds in all, calls), from
+    its /metrics histogram. Two readings around a level give that level's mean inference time,
+    measured in the same process and at the same moment as its HTTP latency."""
+    text = httpx.get(url + "/metrics", timeout=5).text
+    totals = {}
+    for line in text.splitlines():
+        for part in ("sum", "count"):
+            prefix = f"cifar_onnx_inference_seconds_{part}{{"
+            if line.startswith(prefix) and f'model="{model}"' in line and 'batch="1"' in line:
+                totals[part] = float(line.rsplit(" ", 1)[1])
+    return totals.get("sum", 0.0), int(totals.get("count", 0))
+
+
 def check_answer(url: str, image: Path, field_name: str = "file") -> None:
     """The endpoint must really classify before we time it (a fast 4xx is not a result)."""
     response = httpx.post(url, files={field_name: (image.name, image.read_bytes(), "image/jpeg")}, timeout=30)

@@ -44,10 +44,13 @@ def cpu_table(history: list[dict]) -> list[str]:
              "each run replaces its own CPU's row). Model files are those of the run's commit, so a model "
              "that was retrained since differs between rows. Batch 1, 1 thread, median; HTTP figures are "
              "the default model's, one image a request; overhead = HTTP p50 at concurrency 1 minus the "
-             "model's own median (HTTP, decoding, queueing, JSON).", ""]  # fmt: skip
+             "model's own median (HTTP, decoding, queueing, JSON), and in brackets minus the server's own mean "
+             "inference time during that level (its /metrics; same process, same moment).", ""]  # fmt: skip
     rows = []
     for e in history:
-        http = [e["http_c1_p50_ms"], e["http_overhead_ms"], e["http_c32_rps"], e["http_c32_p99_ms"]]
+        in_server = e.get("http_overhead_in_server_ms")
+        overhead = f"{e['http_overhead_ms']}" + (f" ({in_server})" if in_server is not None else "")
+        http = [e["http_c1_p50_ms"], overhead, e["http_c32_rps"], e["http_c32_p99_ms"]]
         for name, m in e["models"].items():
             default = name == e["default_model"]
             generation = e.get("cpu_generation", "not recorded")

@@ -56,7 +56,7 @@ def sample_images(count: int = 64) -> np.ndarray:
     return np.stack([decoded[i % len(decoded)] for i in range(count)])
 
 
-def service_level(model_dir: Path, seconds: float, soak_requests: int) -> dict:
+def service_level(model_dir: Path, default_model: str, seconds: float, soak_requests: int) -> dict:
     out: dict = {"cold_start_s": []}
     for _ in range(3):  # process start -> /health/ready answers 200 (model loaded and warmed up)
         command, env = load.service_command(load.free_port(), model_dir)
@@ -70,7 +70,12 @@ def service_level(model_dir: Path, seconds: float, soak_requests: int) -> dict:
         out["single"] = {}
         for c in CONCURRENCY:
             load.wait_idle(server.url)
+            before = load.inference_totals(server.url, default_model)
             out["single"][c] = load.wrk(single, SAMPLE, c, seconds)
+            after = load.inference_totals(server.url, default_model)
+            if c == 1 and after[1] > before[1]:  # at concurrency 1 every call is one image
+                mean = 1000 * (after[0] - before[0]) / (after[1] - before[1])
+                out["single"][c]["server_inference_mean_ms"] = round(mean, 3)
         load.wait_idle(server.url)
         out["explain"] = load.wrk(server.url + "/api/v1/explain", SAMPLE, 1, seconds)
         load.wait_idle(server.url)
@@ -162,10 +167,11 @@ def main(argv: list[str] | None = None) -> None:
     results: dict = {"machine": machine(), "settings": {k: str(v) for k, v in vars(args).items()}}
     images = sample_images()
     models = sorted(args.model_dir.glob("*.json"))
+    default = next((m for m in models if json.loads(m.read_text()).get("default")), models[0])
     print("model level", flush=True)
     results["models"] = {m.stem: bench_model(m, args.export_dir, images, args.runs) for m in models}
     print("service level", flush=True)
-    results["service"] = service_level(args.model_dir, args.seconds, args.soak_requests)
+    results["service"] = service_level(args.model_dir, default.stem, args.seconds, args.soak_requests)
     print("overload", flush=True)
     results["overload"] = overload(args.model_dir, args.seconds)
     print("dynamic batching", flush=True)
@@ -174,7 +180,6 @@ def main(argv: list[str] | None = None) -> None:
     results["hostile"] = hostile(args.model_dir, 5 if args.quick else 20)
     if args.scale_results:
         results["scale"] = json.loads(args.scale_results.read_text())
-    default = next((m for m in models if json.loads(m.read_text()).get("default")), models[0])
     has_torch_baseline = "PyTorch eager fp32" in results["models"][default.stem]
     if has_torch_baseline:
         print("baseline", flush=True)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
+
 from benchmarks import history
+from benchmarks.load import inference_totals
 from benchmarks.report import cpu_table
+from tests.conftest import REPO
 
 
-def results(cpu_flags: str, default_ms: float, p50: float, generation: str | None = None) -> dict:
+def results(cpu_flags: str, default_ms: float, p50: float, generation: str | None = None,
+            server_mean: float | None = None) -> dict:  # fmt: skip
     """The parts of benchmarks.run's results that the history reads."""
     machine = {"cpu": "AMD EPYC", "cpu_flags": cpu_flags, "date": "2026-12-01 12:00 UTC"}
     if generation:
@@ -20,8 +25,9 @@ def results(cpu_flags: str, default_ms: float, p50: float, generation: str | Non
             "cifar10": {"ORT int8": {"int8_mode": "int8 fused", "batch1_1t": {"median_ms": default_ms}}},
             "vgg16_bn": {"ORT int8": {"batch1_1t": {"median_ms": 1.5}}},
         },
-        "service": {"single": {1: {"p50_ms": p50}, 32: {"rps": 300.0, "p99_ms": 150.0}}},
-    }
+        "service": {"single": {1: {"p50_ms": p50} | ({"server_inference_mean_ms": server_mean} if server_mean else {}),
+                               32: {"rps": 300.0, "p99_ms": 150.0}}},
+    }  # fmt: skip
 
 
 def test_a_run_replaces_its_own_cpu_and_keeps_the_others(tmp_path: Path) -> None:
@@ -58,3 +64,23 @@ def test_two_cpus_with_one_name_and_the_same_flags_keep_their_own_rows(tmp_path:
     assert [e["source"] for e in entries] == ["zen 3, before generations were recorded", "first EPYC again"]
     rows = [line for line in cpu_table(entries) if "(default)" in line]
     assert rows[0].startswith("| AMD EPYC (avx2)") and rows[1].startswith("| AMD EPYC family 23, model 1 (avx2)")
+
+
+def test_the_overhead_is_also_taken_against_the_servers_own_inference_time(tmp_path: Path) -> None:
+    entries = history.record(results("avx2", 10.0, 12.0, server_mean=9.5), "run", tmp_path / "history.json")
+    assert entries[0]["http_overhead_ms"] == 2.0 and entries[0]["http_overhead_in_server_ms"] == 2.5
+    default = next(r for r in cpu_table(entries) if "(default)" in r).split(" | ")
+    assert default[5] == "2.0 (2.5)"
+    old = history.record(results("avx512_vnni", 10.0, 12.0), "older run", tmp_path / "history.json")
+    assert next(e for e in old if e["cpu_flags"] == "avx512_vnni")["http_overhead_in_server_ms"] is None
+
+
+def test_the_servers_inference_totals_count_each_call(server: str) -> None:
+    """What the benchmark reads around its concurrency-1 level, from the real server's /metrics."""
+    image = (REPO / "tests" / "data" / "cifar" / "cat.jpg").read_bytes()
+    name = httpx.post(server + "/api/v1/predict", files={"file": ("cat.jpg", image, "image/jpeg")}).json()["model"]
+    seconds, calls = inference_totals(server, name)
+    answer = httpx.post(server + "/api/v1/predict", files={"file": ("cat.jpg", image, "image/jpeg")}).json()
+    after_seconds, after_calls = inference_totals(server, name)
+    assert calls >= 1 and after_calls == calls + 1
+    assert abs((after_seconds - seconds) * 1000 - answer["inference_ms"]) < 0.5
