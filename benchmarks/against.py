@@ -7,8 +7,8 @@ at concurrency 1 and 32 (issue #17's "same CPU, one run, against today's code an
 
 The revision is unpacked with `git archive` (its code and its model files) into a temporary
 folder and served from there; the two services take turns, round after round, so that a noisy
-neighbour hurts both. Prints a Markdown table and writes benchmarks/against.json, which the next
-`python -m benchmarks.run` puts into RESULTS.md.
+neighbour hurts both. Prints a Markdown table and writes benchmarks/against.json (--out: a file per CPU, named
+against*.json), which the next `python -m benchmarks.run` puts into RESULTS.md beside the others.
 """
 
 from __future__ import annotations

@@ -18,21 +18,24 @@ def _x(value: float, reference: float | None) -> str:
 
 
 def against_section() -> list[str]:
-    """The last `python -m benchmarks.against` run (benchmarks/against.json), if there is one."""
-    file = Path(__file__).resolve().parent / "against.json"
-    if not file.exists():
-        return []
+    """The `python -m benchmarks.against` runs kept in benchmarks/against*.json (one per CPU it was
+    run on, oldest first), if there are any."""
     import json
 
     from benchmarks.against import table
 
-    return ["## Against an earlier revision", "",
-            "`python -m benchmarks.against REV`: the service as it was at a git revision (its code and its model "
-            "files, unpacked with `git archive`) and this checkout, taking turns on the same machine in one run. "
-            "Each model's batch-1 median as that revision's own registry loads it for serving (1 thread), and "
-            "forced unfused; the default model over HTTP, one image a request (wrk). Its own machine and date "
-            "are in its first line: it is not re-run by `benchmarks.run`.", "", table(json.loads(file.read_text())),
-            ""]  # fmt: skip
+    runs = [json.loads(f.read_text()) for f in Path(__file__).resolve().parent.glob("against*.json")]
+    if not runs:
+        return []
+    lines = ["## Against an earlier revision", "",
+             "`python -m benchmarks.against REV`: the service as it was at a git revision (its code and its model "
+             "files, unpacked with `git archive`) and this checkout, taking turns on the same machine in one run. "
+             "Each model's batch-1 median as that revision's own registry loads it for serving (1 thread), and "
+             "forced unfused; the default model over HTTP, one image a request (wrk). Each run's machine and date "
+             "are in its first line: they are not re-run by `benchmarks.run`.", ""]  # fmt: skip
+    for run in sorted(runs, key=lambda r: r["machine"]["date"]):
+        lines += [table(run), ""]
+    return lines
 
 
 def cpu_table(history: list[dict]) -> list[str]:
