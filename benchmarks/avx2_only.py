@@ -27,8 +27,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from training.data import cache_dir
+
 SHIM_SOURCE = Path(__file__).with_name("cpuid_mask.c")
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cifar-onnx"
 MASKED_SUFFIX = " (AVX2 only: masked)"
 # /proc/cpuinfo flags the shim hides (the instruction sets VNNI, AVX-512 and AMX and their kin).
 MASKED_FLAG = re.compile(r"^(avx512.*|amx_.*|avx_vnni.*|avx_ifma|avx_ne_convert)$")
@@ -52,7 +53,7 @@ def masked_cpuinfo(text: str) -> str:
 def build_shim() -> Path:
     """The compiled shim, cached by its source's digest."""
     source = SHIM_SOURCE.read_bytes()
-    shim = CACHE / f"cpuid_mask-{hashlib.sha256(source).hexdigest()[:12]}.so"
+    shim = cache_dir() / f"cpuid_mask-{hashlib.sha256(source).hexdigest()[:12]}.so"
     if not shim.exists():
         shim.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(shim), str(SHIM_SOURCE)], check=True)
@@ -63,7 +64,9 @@ def command_line(cmd: list[str], shim: Path, cpuinfo: Path) -> tuple[list[str], 
     """unshare + bind mount over /proc/cpuinfo + the preloaded shim, for `cmd`."""
     mount = 'mount --bind "$0" /proc/cpuinfo && exec "$@"'
     user = [] if os.geteuid() == 0 else ["--map-root-user"]
-    env = {**os.environ, "LD_PRELOAD": str(shim), "GLIBC_TUNABLES": GLIBC_TUNABLES}
+    # Python's faulthandler would take SIGSEGV from the shim and crash at the next CPUID.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONFAULTHANDLER"}
+    env |= {"LD_PRELOAD": str(shim), "GLIBC_TUNABLES": GLIBC_TUNABLES}
     return ["unshare", "--mount", "--propagation", "private", *user, "sh", "-c", mount, str(cpuinfo), *cmd], env
 
 
