@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -70,10 +71,13 @@ def command_line(cmd: list[str], shim: Path, cpuinfo: Path) -> tuple[list[str], 
     return ["unshare", "--mount", "--propagation", "private", *user, "sh", "-c", mount, str(cpuinfo), *cmd], env
 
 
-def check_cpu() -> None:
-    """Fail with a clear message where CPUID faulting is missing (the shim would refuse anyway)."""
-    if "cpuid_fault" not in Path("/proc/cpuinfo").read_text():
-        sys.exit("avx2_only: this CPU or kernel has no CPUID faulting (no cpuid_fault flag in /proc/cpuinfo)")
+def unavailable() -> str | None:
+    """Why the mask cannot run here, or None where it can (the shim itself would refuse too)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists() or "cpuid_fault" not in cpuinfo.read_text():
+        return "this CPU or kernel has no CPUID faulting (no cpuid_fault flag in /proc/cpuinfo)"
+    missing = [tool for tool in ("gcc", "unshare", "mount") if shutil.which(tool) is None]
+    return f"{', '.join(missing)} not installed" if missing else None
 
 
 # Run inside the masked process by --check: what numpy's dispatcher and the CPU file now say.
@@ -95,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-c", PROBE]
     if not cmd:
         parser.error("give a command after --, or --check")
-    check_cpu()
+    if reason := unavailable():
+        sys.exit(f"avx2_only: {reason}")
     shim = build_shim()
     with tempfile.TemporaryDirectory() as tmp:
         cpuinfo = Path(tmp) / "cpuinfo"

@@ -68,3 +68,20 @@ def test_a_model_whose_fused_kernels_disagree_is_served_unfused(monkeypatch: pyt
 def test_an_unknown_fusion_setting_is_refused() -> None:
     with pytest.raises(registry.ModelError, match="auto, on or off"):
         registry.make_session(SHIPPED / "airbench.onnx", 1, "sometimes")
+
+
+def test_fusion_check_measures_the_served_kernels_against_the_reference(tmp_path: Path) -> None:
+    """training.fusion_check (issue #17's accuracy check, run per CPU): with labels that are the
+    reference kernels' own answers, accuracy as served is exactly the agreement between the two."""
+    from tests.tiny_model import write_qdq_conv_model
+    from training import fusion_check
+
+    path = write_qdq_conv_model(tmp_path, "conv7", 63)
+    images = registry.self_check_images(32)
+    labels = registry.make_session(path, 1, "off")[0].run(None, {"image": images})[0].argmax(1)
+    result = fusion_check.check(path, images, labels, threads=1)
+    assert result["mode"].startswith("int8 fused (self-check"), result
+    assert result["unfused"] == 100.0
+    assert result["served"] == result["same"] == 100.0, "7-bit fused kernels give the reference answers"
+    shuffled = fusion_check.check(path, images, np.roll(labels, 1), threads=1)
+    assert shuffled["served"] == shuffled["unfused"] < 100.0 and shuffled["same"] == 100.0
