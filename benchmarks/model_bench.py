@@ -102,6 +102,27 @@ print(int(status[0]) / 1024)
 """
 
 
+# The served model's batch-1 median in a fresh process, as the model level measures it.
+MEDIAN_NOW = """
+import sys
+sys.path[:0] = {paths!r}
+from pathlib import Path
+from benchmarks.model_bench import Runtime, predictor, percentiles, time_calls
+from benchmarks.run import sample_images
+predict, one = predictor(Runtime("", "ort", Path({path!r})), 1), sample_images(1)
+print(percentiles(time_calls(lambda: predict(one), {runs}, warmup=30))["median_ms"])
+"""
+
+
+def median_now(path: Path, runs: int) -> float:
+    """The model level's batch-1 median (1 thread) of `path`, measured now: taken right after the
+    service's concurrency-1 level, it is the same machine at the same moment (a CPU's speed drifts
+    by 10% and more between minutes here, as much as the service's own overhead)."""
+    code = MEDIAN_NOW.format(paths=[str(REPO), str(REPO / "src")], path=str(path), runs=runs)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    return float(out.stdout.split()[-1])
+
+
 def cold_start(runtime: Runtime, repeats: int = 3) -> dict[str, float]:
     """Process spawn (interpreter start included) -> imports -> model loaded -> first prediction
     -> exit, timed from outside; best of `repeats`."""

@@ -47,7 +47,9 @@ def cpu_table(history: list[dict]) -> list[str]:
              "each run replaces its own CPU's row). Model files are those of the run's commit, so a model "
              "that was retrained since differs between rows. Batch 1, 1 thread, median; HTTP figures are "
              "the default model's, one image a request; overhead = HTTP p50 at concurrency 1 minus the "
-             "model's own median (HTTP, decoding, queueing, JSON), and in brackets minus the server's own mean "
+             "model's own median (HTTP, decoding, queueing, JSON; the median taken in a fresh process right after "
+             "that level, in rows before 2026-12-05 19:30 UTC by the model level minutes earlier), and in brackets "
+             "minus the server's own mean "
              "inference time during that level (its /metrics; same process, same moment).", ""]  # fmt: skip
     rows = []
     for e in history:

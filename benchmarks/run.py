@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import history, load
+from benchmarks.avx2_only import MASKED_SUFFIX
 from benchmarks.batching import batching
 from benchmarks.hostile import hostile
-from benchmarks.model_bench import bench_model
+from benchmarks.model_bench import bench_model, median_now
 from benchmarks.overload import overload
 from cifar_onnx.cpu import cpu_generation, cpu_model, relevant_flags
 from cifar_onnx.preprocess import decode_image
@@ -56,7 +57,7 @@ def sample_images(count: int = 64) -> np.ndarray:
     return np.stack([decoded[i % len(decoded)] for i in range(count)])
 
 
-def service_level(model_dir: Path, default_model: str, seconds: float, soak_requests: int) -> dict:
+def service_level(model_dir: Path, default_model: str, seconds: float, soak_requests: int, runs: int) -> dict:
     out: dict = {"cold_start_s": []}
     for _ in range(3):  # process start -> /health/ready answers 200 (model loaded and warmed up)
         command, env = load.service_command(load.free_port(), model_dir)
@@ -80,6 +81,8 @@ def service_level(model_dir: Path, default_model: str, seconds: float, soak_requ
             if after[1] > before[1]:
                 mean = 1000 * (after[0] - before[0]) / (after[1] - before[1])
                 out["single"][c]["server_inference_mean_ms"] = round(mean, 3)
+            # ... and the model level's median right after it (issue #17's overhead is p50 minus that).
+            out["single"][c]["model_median_after_ms"] = median_now(model_dir / f"{default_model}.onnx", runs)
         load.wait_idle(server.url)
         out["explain"] = load.wrk(server.url + "/api/v1/explain", SAMPLE, 1, seconds)
         load.wait_idle(server.url)
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     print("model level", flush=True)
     results["models"] = {m.stem: bench_model(m, args.export_dir, images, args.runs) for m in models}
     print("service level", flush=True)
-    results["service"] = service_level(args.model_dir, default.stem, args.seconds, args.soak_requests)
+    results["service"] = service_level(args.model_dir, default.stem, args.seconds, args.soak_requests, args.runs)
     print("overload", flush=True)
     results["overload"] = overload(args.model_dir, args.seconds)
     print("dynamic batching", flush=True)
@@ -192,6 +195,8 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     plot(results["service"], results.get("baseline"), args.out / "latency.png")
     command = "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
+    if results["machine"]["cpu"].endswith(MASKED_SUFFIX):  # the command that reproduces it is the masked one
+        command = f"python -m benchmarks.avx2_only -- {command}"
     entries = history.record(results, f"`{command.strip()}`", args.out / "history.json")
     from benchmarks.report import write_report
 

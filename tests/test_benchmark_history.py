@@ -75,6 +75,19 @@ def test_the_overhead_is_also_taken_against_the_servers_own_inference_time(tmp_p
     assert next(e for e in old if e["cpu_flags"] == "avx512_vnni")["http_overhead_in_server_ms"] is None
 
 
+def test_the_overhead_is_taken_against_the_model_median_measured_right_after_the_level(tmp_path: Path) -> None:
+    run = results("avx2", 10.0, 12.0)
+    run["service"]["single"][1]["model_median_after_ms"] = 11.25
+    assert history.record(run, "run", tmp_path / "history.json")[0]["http_overhead_ms"] == 0.75
+
+
+def test_median_now_times_the_served_model_in_a_fresh_process() -> None:
+    from benchmarks.model_bench import median_now
+
+    ms = median_now(REPO / "model" / "vgg16_bn.onnx", runs=5)
+    assert 0.1 < ms < 1000
+
+
 def test_the_servers_inference_totals_count_each_call(server: str) -> None:
     """What the benchmark reads around its concurrency-1 level, from the real server's /metrics."""
     image = (REPO / "tests" / "data" / "cifar" / "cat.jpg").read_bytes()
