@@ -16,7 +16,8 @@ from cifar_onnx import cpu
 from tests.tiny_model import write_qdq_conv_model
 
 REPO = Path(__file__).resolve().parents[1]
-needs_mask = pytest.mark.skipif(avx2_only.unavailable() is not None, reason=f"no mask: {avx2_only.unavailable()}")
+NO_MASK = avx2_only.unavailable()
+needs_mask = pytest.mark.skipif(NO_MASK is not None, reason=f"no mask: {NO_MASK}")
 
 CPUINFO = """processor\t: 0
 model name\t: Intel(R) Xeon(R) Processor
@@ -87,7 +88,7 @@ def test_under_the_mask_8_bit_weights_fall_back_to_unfused_and_7_bit_ones_stay_f
     convs: tuple[Path, Path],
 ) -> None:
     """The mask really selects ONNX Runtime's AVX2 kernels: the saturation that the self-check
-    exists for shows up, as it did on a real AVX2-only EPYC (docs/MODEL.md, "int8 on every CPU")."""
+    exists for shows up, as it did on a real AVX2-only EPYC (docs/MODEL.md, "int8 on x86 CPUs without VNNI")."""
     eight, seven = convs
     modes = serve_modes([eight, seven], masked=True)
     assert modes[str(eight)].startswith("int8 unfused (self-check: fused kernels off by"), modes

@@ -97,7 +97,7 @@ def public_metadata(meta: dict[str, Any]) -> dict[str, Any]:
 INT8_FUSION_SETTINGS = ("auto", "on", "off")
 # Largest mean total-variation distance (half the summed |probability difference|, per image)
 # allowed between the fused and the reference int8 kernels on the self-check images. Exact kernels
-# differ only by requantisation rounding, several times less (docs/MODEL.md, "int8 on every CPU").
+# differ only by requantisation rounding, several times less (docs/MODEL.md, "int8 on x86 CPUs without VNNI").
 SELF_CHECK_TOLERANCE = 0.02
 
 
