@@ -114,6 +114,8 @@ def load_run(run: Path) -> tuple[nn.Module, dict[str, Any]]:
             data=record["data"],
             precision=record.get("precision"),
         )
+        if "layout" in record:  # runs since the clean hold-out: which images it never trained on
+            info.update(layout=record["layout"], lossless_images=record.get("lossless_images", 0))
     return model, info
 
 

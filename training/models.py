@@ -101,6 +101,7 @@ class AirbenchNet(nn.Module):
         self.normalize = Normalize(CIFAR_MEAN, CIFAR_STD)
         self.whiten = nn.Conv2d(3, 24, kernel_size=2, padding=0, bias=True)
         self.whiten.weight.requires_grad = False  # set from data by `init_whitening`, never trained
+        nn.init.zeros_(self.whiten.bias)  # airbench94's start: the bias learns from zero
         self.body = nn.Sequential(
             nn.GELU(),
             ConvGroup(24, widths[0]),

@@ -94,7 +94,7 @@ def origin(init: str) -> str:
 
 
 def warm_start(path: Path, train_images: np.ndarray, val: Split, threads: int = 2, check: int = 1000) -> WarmStart:
-    from training.train import to_float
+    from training.train import random_images, to_float
 
     meta, member = served_vgg(path)
     options = {k: v for k, v in member["recipe"]["model"].items() if k in ("width", "resolution")}
@@ -112,13 +112,13 @@ def warm_start(path: Path, train_images: np.ndarray, val: Split, threads: int = 
             print(f"{checkpoint} agrees with {path.name} on only {100 * share:.1f}%: another run's; using the graph")
     if model is None:
         model = rebuild_vgg(path, options)
-        model.restore_norms(to_float(train_images[:2000]))
+        model.restore_norms(to_float(random_images(train_images, 2000, seed=0)))
         share = agreement(path, model, level, probe, threads)
     if share < AGREEMENT:
         sys.exit(f"the network rebuilt from {path} agrees with ONNX Runtime on {100 * share:.1f}% of "
                  f"{len(probe)} validation images (< {100 * AGREEMENT:.0f}%): refusing to train from it")  # fmt: skip
     what = (f"fp32 checkpoint of {path.name}" if source == "checkpoint" else
-            f"{path.name}'s int8 weights, dequantised, BatchNorm put back from 2,000 training images")  # fmt: skip
+            f"{path.name}'s int8 weights, dequantised, BatchNorm put back from 2,000 random training images")  # fmt: skip
     print(f"warm start from {what}: same answer as ONNX Runtime on {100 * share:.1f}% of {len(probe)} "
           f"validation images", flush=True)  # fmt: skip
     init = f"warm start from {what} (which began as: {origin(member.get('init', 'unknown'))})"

@@ -1,0 +1,168 @@
+"""The clean hold-out, the statistics fitted from data, and the rule that picks the default.
+
+The hold-out is tested on an image folder made here (and on the real one when this machine
+has it); the rule on synthetic answers, where the right choice is known.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import dataset_dir
+from training import data as cifar
+
+pytest.importorskip("torch", reason="the training extra is not installed (pip install .[train])")
+from training import choose
+
+PER_CLASS = 6
+
+
+def _png(path: Path, value: int) -> None:
+    Image.new("RGB", (32, 32), (value, value, value)).save(path)
+
+
+def synthetic_folder(root: Path) -> tuple[Path, Path, list[tuple[int, str, str]]]:
+    """An image folder whose pixel value names each image (class * 20 + rank), and a lossless
+    folder holding four of its training images, as index.csv names them."""
+    for part in ("train", "test"):
+        for c, name in enumerate(cifar.CLASSES):
+            (root / "cifar" / part / name).mkdir(parents=True)
+            for i in range(PER_CLASS):
+                _png(root / "cifar" / part / name / f"{i:04d}.jpg", c * 20 + i)
+    lossless = root / "lossless"
+    lossless.mkdir()
+    picked = [(0, "frog", "train/frog/0003.jpg"), (1, "truck", "train/truck/0000.jpg"),
+              (2, "airplane", "train/airplane/0005.jpg"), (3, "cat", "train/cat/0001.jpg")]  # fmt: skip
+    with open(lossless / "index.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", "class", "jpeg_copy"])
+        for index, name, copy in picked:
+            writer.writerow([index, name, copy])
+            rank = int(Path(copy).stem)
+            _png(lossless / f"{index:05d}_{name}.png", cifar.CLASSES.index(name) * 20 + rank)
+    return root / "cifar", lossless, picked
+
+
+@pytest.mark.parametrize("layout", ["split", "full"])
+def test_the_hold_out_leaves_training_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
+    monkeypatch.setenv("CIFAR_ONNX_CACHE", str(tmp_path / "cache"))
+    folder, lossless, picked = synthetic_folder(tmp_path)
+    data = cifar.load_cifar10(folder, lossless=lossless, layout=layout)
+    held = {cifar.CLASSES.index(name) * 20 + int(Path(copy).stem) for _, name, copy in picked}
+    train_values = set(data.train.images[:, 0, 0, 0].tolist())
+    assert not held & train_values, "a held-out image's JPEG copy is still in training"
+    assert set(data.lossless.jpeg.images[:, 0, 0, 0].tolist()) == held
+    assert np.array_equal(data.lossless.clean.images, data.lossless.jpeg.images)  # PNGs made lossless here
+    assert [cifar.CLASSES[y] for y in data.lossless.clean.labels] == [name for _, name, _ in picked]
+    everything = 10 * PER_CLASS
+    if layout == "full":
+        assert len(train_values) == len(data.train.labels) == everything - len(picked)
+        assert np.array_equal(data.val.images, data.lossless.jpeg.images)
+    else:
+        val_values = set(data.val.images[:, 0, 0, 0].tolist())
+        assert len(data.train.labels) == everything - len(val_values) - len(held - val_values)
+
+
+def test_a_wrong_index_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CIFAR_ONNX_CACHE", str(tmp_path / "cache"))
+    folder, lossless, _ = synthetic_folder(tmp_path)
+    text = (lossless / "index.csv").read_text().replace("0,frog,", "0,deer,")
+    (lossless / "index.csv").write_text(text)
+    with pytest.raises((ValueError, FileNotFoundError)):
+        cifar.load_cifar10(folder, lossless=lossless)
+
+
+@pytest.mark.dataset
+def test_the_real_hold_out_is_the_2000_jpeg_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = dataset_dir()
+    clean = root.parent / cifar.LOSSLESS_FOLDER if root else None
+    if not clean or not (clean / "index.csv").is_file():
+        pytest.skip("no CIFAR-10 folder with the lossless hold-out beside it")
+    data = cifar.load_cifar10(root, lossless=clean, layout="full")
+    assert len(np.unique(data.lossless.rows)) == cifar.LOSSLESS_COUNT
+    assert len(data.train.labels) == 50_000 - cifar.LOSSLESS_COUNT
+    # Each PNG against its JPEG copy: JPEG q75's error (about 5.8/255), never another image's.
+    diff = np.abs(data.lossless.clean.images.astype(np.int16) - data.lossless.jpeg.images).mean(axis=(1, 2, 3))
+    assert diff.max() < 20 and 3 < diff.mean() < 9
+
+
+def test_statistics_are_fitted_on_every_class() -> None:
+    from training.train import random_images
+
+    labels = np.repeat(np.arange(10), 500)  # an image folder's order: sorted by class
+    images = labels.astype(np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    picked = random_images(images, 500, seed=0)[:, 0, 0, 0]
+    assert set(picked.tolist()) == set(range(10)), "the first N of a class-sorted array is one class"
+    assert np.bincount(picked, minlength=10).min() > 25
+
+
+def test_airbench_whitening_sees_every_class(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from training import train as train_module
+    from training.models import AirbenchNet
+
+    labels = np.repeat(np.arange(10), 1000)  # class-sorted, more than the 5,000 whitening images
+    images = np.repeat((labels * 20).astype(np.uint8), 32 * 32 * 3).reshape(-1, 32, 32, 3)
+    split = cifar.Split(images, labels)
+    fake = cifar.Cifar10(train=split, val=cifar.Split(images[::50], labels[::50]), test=split, source="made here")
+    monkeypatch.setattr(train_module, "load_cifar10", lambda *args, **kwargs: fake)
+    seen: list[torch.Tensor] = []
+
+    class Fitted(Exception):
+        """Stops the run once the whitening has been fitted: the test needs nothing more."""
+
+    def record(self: AirbenchNet, x: torch.Tensor, eps: float = 5e-4) -> None:
+        seen.append(x)
+        raise Fitted
+
+    monkeypatch.setattr(AirbenchNet, "init_whitening", record)
+    with pytest.raises(Fitted):
+        train_module.main(["--model", "airbench", "--data-dir", "unused", "--out", str(tmp_path), "--epochs", "1",
+                           "--threads", "1", "--precision", "fp32"])  # fmt: skip
+    classes = set(np.round(seen[0][:, 0, 0, 0].numpy() * 255 / 20).astype(int).tolist())
+    assert classes == set(range(10))
+
+
+# ---------------------------------------------------------------------------------------------
+# The rule.
+# ---------------------------------------------------------------------------------------------
+
+
+def answers(
+    clean_right: int, jpeg_right: int, n_clean: int = 2000, n_jpeg: int = 5000, shift: int = 0
+) -> choose.Answers:
+    """Right on the first `clean_right` clean images and the first `jpeg_right` JPEG ones
+    (rotated by `shift`, so that two candidates' mistakes fall on different images)."""
+    clean = np.roll(np.arange(n_clean) < clean_right, shift)
+    jpeg = np.roll(np.arange(n_jpeg) < jpeg_right, shift)
+    return choose.Answers(clean=clean, jpeg=jpeg)
+
+
+def test_mcnemar_matches_known_values() -> None:
+    a = np.array([True] * 10 + [False] * 2)
+    b = np.array([False] * 10 + [True] * 2)
+    assert choose.mcnemar_p(a, b) == pytest.approx(0.0386, abs=1e-4)  # 10 vs 2 discordant: 2 * P(X <= 2)
+    assert choose.mcnemar_p(a, a) == 1.0
+    assert choose.smallest_significant(20) == 10  # 15 vs 5: p 0.041; 14 vs 6: p 0.115
+
+
+def test_best_on_clean_images_wins_when_jpeg_differences_are_noise() -> None:
+    picks = {"clean-best": answers(1900, 4700), "jpeg-best": answers(1880, 4705, shift=7)}
+    assert choose.choose(picks) == "clean-best"
+
+
+def test_a_jpeg_loss_beyond_noise_overrules() -> None:
+    picks = {"clean-best": answers(1900, 4500), "jpeg-best": answers(1899, 4700, shift=3)}
+    assert choose.choose(picks) == "jpeg-best"
+
+
+def test_a_new_model_ships_only_without_a_clean_loss_beyond_noise() -> None:
+    incumbent = answers(1900, 4700)
+    assert choose.may_replace(answers(1895, 4800, shift=5), incumbent)  # 5 images fewer: noise
+    assert not choose.may_replace(answers(1850, 4800, shift=5), incumbent)  # 50 fewer: a real loss

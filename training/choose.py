@@ -1,0 +1,188 @@
+"""Which served model is the default: the rule, and the clean-hold-out accuracy it reads.
+
+    python -m training.choose --candidate model/cifar10 --candidate model/efficientnet_lite0 \\
+        --candidate model/airbench --candidate model/vgg16_bn --combine [--write]
+
+The service sees clean photos; the training images are a JPEG q75 copy. So every candidate is
+judged on the clean hold-out (training.data: 2,000 lossless training images no run since the
+hold-out has trained on) beside JPEG validation, each on the images that *every* candidate held
+out (models trained before the hold-out existed saw most of the 2,000: only those that fell in
+their 5,000-image validation split count, and the table says how many).
+
+The rule (`choose`): the default is the candidate best on clean validation, unless another is
+better on JPEG validation beyond noise. Noise: McNemar's exact test on the paired answers (the
+images one model gets right and the other wrong), two-sided, at 5%; the table states the
+smallest difference in images that would pass it. A new model or default ships only if it
+does not lose on clean validation beyond noise against the one it replaces (`may_replace`).
+`--combine` adds every average of two or more candidates (what training.ensemble would build);
+`--write` records each served file's clean-hold-out accuracy in its metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.data import Cifar10, load_cifar10
+from training.export import ort_probs, session
+
+ALPHA = 0.05  # McNemar's exact two-sided test: below this, a paired difference is not noise
+
+
+def mcnemar_p(a_correct: np.ndarray, b_correct: np.ndarray) -> float:
+    """Exact two-sided McNemar p-value of two classifiers' paired right/wrong answers."""
+    a_only = int(np.sum(a_correct & ~b_correct))
+    b_only = int(np.sum(b_correct & ~a_correct))
+    n, k = a_only + b_only, min(a_only, b_only)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def beyond_noise(better: np.ndarray, worse: np.ndarray) -> bool:
+    """`better` is right more often than `worse` on the same images, and not by chance."""
+    return better.sum() > worse.sum() and mcnemar_p(better, worse) < ALPHA
+
+
+def smallest_significant(discordant: int) -> int:
+    """The smallest difference in images (right-only-by-one minus right-only-by-the-other)
+    that passes the test when `discordant` images are answered right by exactly one model."""
+    for gap in range(discordant % 2, discordant + 1, 2):
+        k = (discordant - gap) // 2
+        if min(1.0, 2 * sum(math.comb(discordant, i) for i in range(k + 1)) / 2**discordant) < ALPHA:
+            return gap
+    return discordant + 1  # no split of so few images is significant
+
+
+@dataclass(frozen=True)
+class Answers:
+    """One candidate's right/wrong answers on the shared held-out images."""
+
+    clean: np.ndarray  # bool, the clean hold-out (lossless pixels)
+    jpeg: np.ndarray  # bool, JPEG validation
+
+    def accuracy(self) -> tuple[float, float]:
+        return 100 * float(self.clean.mean()), 100 * float(self.jpeg.mean())
+
+
+def choose(candidates: dict[str, Answers]) -> str:
+    """Best on clean validation (ties: JPEG validation), unless another candidate is better
+    on JPEG validation beyond noise; then the next best on clean validation, and so on."""
+    order = sorted(candidates, key=lambda n: tuple(-a for a in candidates[n].accuracy()))
+    for name in order:
+        if not any(beyond_noise(other.jpeg, candidates[name].jpeg) for other in candidates.values()):
+            return name
+    return order[0]  # unreachable: the best on JPEG validation is never beaten on it
+
+
+def may_replace(new: Answers, incumbent: Answers) -> bool:
+    """A new model (or default) ships only if it does not lose on clean validation beyond noise."""
+    return not beyond_noise(incumbent.clean, new.clean)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which images a served file never trained on.
+# ---------------------------------------------------------------------------------------------
+
+
+def held_out_rows(meta: dict[str, Any], data: Cifar10) -> np.ndarray:
+    """Rows of the 50,000 training images that no member of this served file trained on."""
+    assert data.lossless is not None and data.val_rows is not None
+    held = None
+    for member in meta.get("members", [{}]):
+        layout = member.get("layout")  # absent: trained before the clean hold-out existed
+        if layout == "full":
+            rows = data.lossless.rows
+        elif layout == "split":
+            rows = np.union1d(data.val_rows, data.lossless.rows)
+        else:
+            rows = data.val_rows
+        held = rows if held is None else np.intersect1d(held, rows)
+    return np.asarray(held)
+
+
+def shared_images(metas: list[dict[str, Any]], data: Cifar10) -> tuple[np.ndarray, np.ndarray]:
+    """(JPEG validation rows, positions in the clean hold-out) that every candidate held out."""
+    rows = held_out_rows(metas[0], data)
+    for meta in metas[1:]:
+        rows = np.intersect1d(rows, held_out_rows(meta, data))
+    clean = np.flatnonzero(np.isin(data.lossless.rows, rows))
+    return rows, clean
+
+
+def answers(probs: dict[str, np.ndarray], rows: np.ndarray, clean: np.ndarray, data: Cifar10) -> Answers:
+    return Answers(clean=probs["clean"].argmax(1) == data.lossless.clean.labels[clean],
+                   jpeg=probs["jpeg"].argmax(1) == data.full.labels[rows])  # fmt: skip
+
+
+def table(candidates: dict[str, Answers], chosen: str) -> list[str]:
+    pick = candidates[chosen]
+    lines = ["| candidate | clean hold-out | JPEG validation | clean vs chosen: p | JPEG vs chosen: p |",
+             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    ranked = sorted(candidates, key=lambda n: tuple(-a for a in candidates[n].accuracy()))
+    for name in ranked:
+        a = candidates[name]
+        clean, jpeg = a.accuracy()
+        mark = " (chosen)" if name == chosen else ""
+        lines.append(f"| {name}{mark} | {clean:.2f}% | {jpeg:.2f}% | {mcnemar_p(a.clean, pick.clean):.3f} "
+                     f"| {mcnemar_p(a.jpeg, pick.jpeg):.3f} |")  # fmt: skip
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--candidate", type=Path, action="append", required=True, help="served model path, no suffix")
+    p.add_argument("--combine", action="store_true", help="also every average of two or more candidates")
+    p.add_argument("--write", action="store_true", help="record each file's clean-hold-out accuracy in its .json")
+    p.add_argument("--data-dir", help="image-folder CIFAR-10; env CIFAR10_DIR")
+    p.add_argument("--lossless-dir", help="the clean hold-out; env CIFAR10_LOSSLESS_DIR")
+    p.add_argument("--download", action="store_true")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    data = load_cifar10(args.data_dir, args.download, args.lossless_dir)
+    if data.lossless is None:
+        p.error("the clean hold-out was not found: give --lossless-dir or CIFAR10_LOSSLESS_DIR")
+    metas = {str(c): json.loads(c.with_suffix(".json").read_text()) for c in args.candidate}
+    rows, clean = shared_images(list(metas.values()), data)
+    print(f"shared held-out images: {len(rows):,} JPEG validation, {len(clean):,} clean", flush=True)
+    probs = {}
+    for path in args.candidate:
+        sess = session(path.with_suffix(".onnx"), args.threads)
+        probs[str(path)] = {"jpeg": ort_probs(sess, data.full.images[rows]),
+                            "clean": ort_probs(sess, data.lossless.clean.images[clean])}  # fmt: skip
+        if args.write:
+            record_lossless(path, metas[str(path)], sess, data)
+    candidates = {name: answers(pr, rows, clean, data) for name, pr in probs.items()}
+    if args.combine:
+        for size in range(2, len(probs) + 1):
+            for combo in itertools.combinations(probs, size):
+                mean = {k: np.mean([probs[m][k] for m in combo], axis=0) for k in ("jpeg", "clean")}
+                candidates[" + ".join(combo)] = answers(mean, rows, clean, data)
+    chosen = choose(candidates)
+    print("\n".join(table(candidates, chosen)))
+    print(f"\nchosen: {chosen}. Noise on {len(clean):,} clean images: McNemar exact, two-sided, p < {ALPHA}; "
+          f"with 20 images answered right by one model only, a gap of {smallest_significant(20)} images passes it")  # fmt: skip
+
+
+def record_lossless(path: Path, meta: dict[str, Any], sess: Any, data: Cifar10) -> None:
+    """This file's own clean-hold-out accuracy (on every hold-out image it never trained on)."""
+    assert data.lossless is not None
+    own = np.flatnonzero(np.isin(data.lossless.rows, held_out_rows(meta, data)))
+    correct = ort_probs(sess, data.lossless.clean.images[own]).argmax(1) == data.lossless.clean.labels[own]
+    jpeg = ort_probs(sess, data.lossless.jpeg.images[own]).argmax(1) == data.lossless.clean.labels[own]
+    meta["accuracy"]["lossless_val_int8"] = round(100 * float(correct.mean()), 2)
+    meta["accuracy"]["lossless_val_jpeg_copies_int8"] = round(100 * float(jpeg.mean()), 2)
+    meta["accuracy"].setdefault("images", {})["lossless_val"] = len(own)
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
