@@ -104,3 +104,53 @@ def test_training_reads_the_pixels_the_service_serves(tmp_path) -> None:
     split = _read_folder(tmp_path, "test")
     served = np.stack([decode_image(sample(name)) for name in CLASSES])
     assert np.array_equal(split.images, served) and split.labels.tolist() == list(range(10))
+
+
+def _photo(width: int = 800, height: int = 600) -> bytes:
+    """A photo-sized JPEG with detail finer than the model's 32 px grid: what aliasing would show."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    base = np.asarray(sample_image("cat").resize((width, height), Image.Resampling.BICUBIC), dtype=np.float32)
+    texture = rng.normal(0, 40, (height, width, 1)).astype(np.float32)
+    stripes = 60 * np.sin(np.arange(width, dtype=np.float32) * 1.3)[None, :, None]
+    pixels = np.clip(base + texture + stripes, 0, 255).astype(np.uint8)
+    return encode(Image.fromarray(pixels), "JPEG", quality=92)
+
+
+def _full_decode(data: bytes, size: int = 32) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    side = min(image.size)
+    left, top = (image.size[0] - side) // 2, (image.size[1] - side) // 2
+    square = image.crop((left, top, left + side, top + side))
+    return np.asarray(square.resize((size, size), Image.Resampling.BICUBIC), dtype=np.int16)
+
+
+def test_a_large_photo_matches_a_full_decode_and_resize() -> None:
+    """JPEGs are decoded at a reduced scale for speed and memory, but never so far down that the
+    final resize loses its anti-aliasing: straight to 32 px (DCT scale 1/8 here) the input was
+    several levels off a full decode."""
+    photo = _photo()
+    served = decode_image(photo).astype(np.int16)
+    assert np.abs(served - _full_decode(photo)).mean() < 1.5
+
+
+def test_float_images_in_zero_to_one_are_not_black() -> None:
+    from PIL import Image
+
+    ramp = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (64, 1))
+    array = decode_image(encode(Image.fromarray(ramp, mode="F"), "TIFF")).astype(int)
+    assert 100 < array.mean() < 155 and array.max() > 200
+
+
+def test_32_bit_values_past_16_bits_are_clipped_not_wrapped() -> None:
+    from PIL import Image
+
+    values = np.full((40, 40), 70_000, dtype=np.int32)
+    values[:, :20] = 0
+    array = decode_image(encode(Image.fromarray(values, mode="I"), "TIFF")).astype(int)
+    assert array[:, :14].max() == 0 and array[:, 18:].min() == 255  # white, not 70000 mod 65536

@@ -31,6 +31,10 @@ _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     (b"MM\x00*", 0, "TIFF"),
 )
 DEFAULT_MAX_PIXELS = 12_000_000  # per image, as decoded (settings.max_pixels)
+# A JPEG is decoded at a reduced DCT scale, but only down to this many times the model's side:
+# the final bicubic resize then still has pixels to average (anti-aliasing). Decoding straight
+# to the model's size leaves it nothing to smooth and costs accuracy on real photos (MODEL.md).
+DRAFT_FACTOR = 4
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 
 
@@ -76,14 +80,16 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16/32-bit greyscale: scale to 8 bits by the actual range rather than clipping at 255.
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if array.max() > 255 else 255.0
-        return Image.fromarray((array / top * 255.0).round().astype(np.uint8)).convert("RGB")
-    if image.mode == "F":
-        array = np.asarray(image, dtype=np.float64)
-        return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16/32-bit integer or float greyscale, in float32 (not a float64 copy at full size):
+        # 0..1 floats are taken as fractions of white, 0..255 as 8-bit values, anything above as
+        # 16-bit; negative values and values past 65535 are clipped rather than wrapped.
+        array = np.array(image, dtype=np.float32)  # a writable copy: scaled and clipped in place
+        top = float(array.max(initial=0.0))
+        scale = 255.0 if image.mode == "F" and top <= 1.0 else 1.0 if top <= 255 else 255.0 / 65535.0
+        array *= scale
+        np.clip(array, 0, 255, out=array)
+        return Image.fromarray(array.round().astype(np.uint8)).convert("RGB")
     return image.convert("RGB")
 
 
@@ -154,8 +160,12 @@ def decode_square(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: i
             image = _centre_square(_to_rgb(ImageOps.exif_transpose(image)))
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise CorruptImageError(f"The {kind} file is corrupt or truncated and cannot be decoded ({exc}).") from None
+    except UnidentifiedImageError:
+        raise CorruptImageError(f"The file starts like a {kind} file but its header cannot be read.") from None
+    except Exception:
+        # Any decoder failure is this file's fault, never a 500. Pillow's own messages can name
+        # objects, addresses or paths: not echoed to clients.
+        raise CorruptImageError(f"The {kind} file is corrupt or truncated and cannot be decoded.") from None
     if image.size[0] < 1 or image.size[1] < 1:
         raise CorruptImageError("The image has no pixels.")
     return image
@@ -172,4 +182,4 @@ def to_model_input(square: Image.Image, size: int = 32) -> np.ndarray:
 def decode_image(data: bytes, size: int = 32, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode an image file's bytes to a (size, size, 3) uint8 RGB array (`decode_square`,
     then `to_model_input`)."""
-    return to_model_input(decode_square(data, max_pixels, min_side=size), size)
+    return to_model_input(decode_square(data, max_pixels, min_side=size * DRAFT_FACTOR), size)
