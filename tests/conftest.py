@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from litestar.testing import TestClient
 
 from cifar_onnx.app import create_app
@@ -79,6 +82,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving_in_thread(app: object, seconds: float = 30.0) -> Iterator[str]:
+    """The app under a real uvicorn in a thread on a free loopback port; its URL once started
+    (bounded: a server that never starts fails the test instead of hanging it)."""
+    server = uvicorn.Server(uvicorn.Config(app, port=free_port(), log_level="warning"))  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + seconds
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError(f"the server did not start in {seconds:.0f} s")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def start_server(model_dir: Path) -> tuple[subprocess.Popen, str]:

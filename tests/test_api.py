@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from cifar_onnx.preprocess import decode_image
 from cifar_onnx.registry import load_model
 from tests.conftest import HAS_SHIPPED, SHIPPED, make_client
 from tests.images import SAMPLES, bad_uploads, odd_valid_images, sample
+from tests.tiny_model import write_tiny_model
 
 LABELS = sorted(p.stem for p in SAMPLES.glob("*.jpg"))
 SHIPPED_NAMES = sorted(p.stem for p in SHIPPED.glob("*.onnx"))
@@ -86,7 +88,7 @@ def test_over_the_per_file_limit_is_413(client: TestClient) -> None:
 
 
 def test_over_the_request_limit_is_413(model_dir: Path) -> None:
-    with make_client(model_dir, max_request_bytes=100_000) as small:
+    with make_client(model_dir, max_request_bytes=100_000, max_upload_bytes=50_000) as small:
         response = post_one(small, "big.jpg", b"\xff\xd8\xff" + b"\x00" * 200_000)
         assert response.status_code == 413 and response.json()["error"] == "payload_too_large"
         assert_still_serving(small)
@@ -191,20 +193,65 @@ def test_health_metrics_and_schema(client: TestClient) -> None:
     assert client.get("/schema").status_code == 200
 
 
-def test_not_ready_answers_503_then_serves(model_dir: Path, tmp_path: Path) -> None:
-    """Readiness follows the model: 503 with a reason while it cannot be served."""
+def test_an_empty_model_folder_stops_the_start(tmp_path: Path) -> None:
+    """A configuration error no retry mends: the process ends with one line, not a 503 forever."""
     from cifar_onnx.app import create_app
     from cifar_onnx.settings import Settings
 
-    app = create_app(Settings.from_env(environ={}, model_dir=tmp_path))  # an empty folder
+    with pytest.raises(SystemExit, match=r"no \*\.onnx model in the model folder") as stopped:
+        create_app(Settings.from_env(environ={}, model_dir=tmp_path))
+    assert str(tmp_path) not in str(stopped.value)
+
+
+def test_an_unknown_default_model_stops_the_start(model_dir: Path) -> None:
+    from cifar_onnx.app import create_app
+    from cifar_onnx.settings import Settings
+
+    with pytest.raises(SystemExit, match="CIFAR_ONNX_DEFAULT_MODEL='nope' is not a served model"):
+        create_app(Settings.from_env(environ={"CIFAR_ONNX_DEFAULT_MODEL": "nope"}, model_dir=model_dir))
+
+
+def test_a_model_that_fails_to_load_fails_readiness_and_liveness(tmp_path: Path) -> None:
+    """A file that is not a graph (its metadata fine): found only when loading, in the background.
+    Readiness says failed, liveness fails too (an orchestrator restarts or alerts), the routes
+    answer 500 rather than "try again shortly", and no path is shown."""
+    from cifar_onnx.app import create_app
+    from cifar_onnx.settings import Settings
+
+    write_tiny_model(tmp_path, "broken")
+    (tmp_path / "broken.onnx").write_bytes(b"not a graph")
+    app = create_app(Settings.from_env(environ={}, model_dir=tmp_path))
     with TestClient(app) as c:
-        app.state.store.wait(5)
-        ready = c.get("/health/ready")
+        app.state.store.load_thread.join(30)
+        ready, live = c.get("/health/ready"), c.get("/health/live")
         assert ready.status_code == 503 and ready.json()["status"] == "failed"
-        assert "no *.onnx model" in ready.json()["error"]
+        assert live.status_code == 503 and live.json()["status"] == "failed"
+        assert "'broken' could not be loaded" in ready.json()["error"] and str(tmp_path) not in ready.text
+        response = post_one(c, "cat.jpg", sample("cat"))
+        assert response.status_code == 500 and response.json()["error"] == "models_failed"
+        assert "retry-after" not in response.headers
+
+
+def test_not_ready_answers_503_while_loading_then_serves(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cifar_onnx import registry
+    from cifar_onnx.app import create_app
+    from cifar_onnx.settings import Settings
+
+    write_tiny_model(tmp_path, "cifar10", default=True)
+    loading, real = threading.Event(), registry.load_named
+    monkeypatch.setattr(registry, "load_named", lambda *args: (loading.wait(30), real(*args))[1])
+    app = create_app(Settings.from_env(environ={}, model_dir=tmp_path))
+    with TestClient(app) as c:
         response = post_one(c, "cat.jpg", sample("cat"))
         assert response.status_code == 503 and response.json()["error"] == "not_ready"
+        assert response.headers["retry-after"] == "1" and c.get("/health/ready").json()["status"] == "loading"
         assert c.get("/health/live").status_code == 200
+        loading.set()
+        assert app.state.store.wait(30)
+        assert post_one(c, "cat.jpg", sample("cat")).status_code == 200
+        assert c.get("/health/ready").status_code == 200
 
 
 def test_wrong_method_is_405_with_allow(client: TestClient) -> None:

@@ -79,6 +79,7 @@ def test_a_model_without_metadata_is_refused(tmp_path: Path) -> None:
     path = write_tiny_model(tmp_path, "m")
     path.with_suffix(".json").unlink()
     store = ModelStore(tmp_path)
-    with pytest.raises(ModelError, match="no metadata"):
+    with pytest.raises(ModelError, match=r"metadata m\.json is missing"):
         store.load()
-    assert not store.ready and "no metadata" in (store.error or "")
+    assert not store.ready and "metadata m.json is missing" in (store.error or "")
+    assert str(tmp_path) not in (store.error or ""), "no paths in what clients are told"

@@ -7,10 +7,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
 import threading
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -18,7 +20,7 @@ from PIL import Image
 from cifar_onnx import cpu, preprocess
 from cifar_onnx.preprocess import DecodeBudget, DecoderBusyError, TooManyPixelsError, decode_image, decode_square
 from cifar_onnx.settings import Settings
-from tests.conftest import SHIPPED, make_client
+from tests.conftest import SHIPPED, make_client, serving_in_thread
 from tests.images import encode, png_claiming_huge_size, sample
 
 # --- CPUs ---------------------------------------------------------------------------------------
@@ -246,8 +248,8 @@ def test_worst_case_uploads_at_once_stay_under_the_memory_limit() -> None:
 
 
 def test_bodies_in_flight_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One upload held in inference, a second whose body would pass the bound: refused at once
-    with 503, before its body is read; served again once the first is answered."""
+    """One upload held in inference, a second whose body would pass the bound: refused with 503
+    as its first bytes arrive; served again once the first is answered."""
     from concurrent.futures import ThreadPoolExecutor
 
     import cifar_onnx.batching
@@ -255,7 +257,11 @@ def test_bodies_in_flight_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     real, release = cifar_onnx.batching.timed_predict, threading.Event()
     monkeypatch.setattr(cifar_onnx.batching, "timed_predict", lambda *a: (release.wait(10), real(*a))[1])
     image = sample("cat")
-    with make_client(SHIPPED, max_body_bytes_in_flight=len(image) + 1000) as client, ThreadPoolExecutor(1) as pool:
+    limits = dict(max_upload_bytes=len(image) + 1000, max_request_bytes=len(image) + 1000)
+    with (
+        make_client(SHIPPED, max_body_bytes_in_flight=len(image) + 1000, **limits) as client,
+        ThreadPoolExecutor(1) as pool,
+    ):
         first = pool.submit(client.post, "/api/v1/predict", files={"file": ("a.jpg", image, "image/jpeg")})
         for _ in range(200):
             if client.app.state.queue.inside == 1:
@@ -284,3 +290,51 @@ def test_a_model_that_fails_to_load_is_logged_with_its_traceback(
     assert not store.ready and store.error
     failed = [r for r in caplog.records if "loading the models failed" in r.getMessage()]
     assert failed and failed[0].exc_info is not None and store.error in failed[0].getMessage()
+
+
+def _stalled_upload(url: str, declared: int = 1_000_000) -> socket.socket:
+    """A socket that sends a request's headers and 1 KB of a `declared`-byte upload, then nothing."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    head = (f"POST /api/v1/predict HTTP/1.1\r\nHost: {host}\r\nContent-Length: {declared}\r\n"
+            "Content-Type: multipart/form-data; boundary=XyZ\r\n\r\n"
+            '--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n").encode()  # fmt: skip
+    sock.sendall(head + b"\xff\xd8\xff" + b"\x00" * 1021)
+    return sock
+
+
+def _answer(sock: socket.socket) -> tuple[bytes, bool]:
+    """What the server wrote before closing, and whether it closed (within the socket's timeout)."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except TimeoutError:
+        return data, False
+    return data, True
+
+
+@pytest.mark.slow
+def test_stalled_uploads_hold_nothing_others_need(model_dir: Path) -> None:
+    """40 clients send headers and 1 KB of a 1 MB upload, then stall. They must not take the
+    queue's places nor the body budget from others: 20 uploads from another client are answered
+    200 meanwhile, and each stalled one is answered 408 and closed once its idle deadline passes."""
+    from cifar_onnx.app import create_app
+
+    settings = Settings.from_env(environ={}, model_dir=model_dir, max_queue=8, inference_workers=1, body_idle_s=1.0,
+                                 max_body_bytes_in_flight=2 * 1024 * 1024, max_request_bytes=2 * 1024 * 1024,
+                                 max_upload_bytes=1024 * 1024)  # fmt: skip
+    with serving_in_thread(create_app(settings, wait_for_models=True)) as url:
+        stalled = [_stalled_upload(url) for _ in range(40)]
+        started = time.monotonic()
+        with httpx.Client(base_url=url, timeout=20) as other:
+            codes = [other.post("/api/v1/predict", files={"file": ("cat.jpg", sample("cat"), "image/jpeg")}).status_code
+                     for _ in range(20)]  # fmt: skip
+        assert codes == [200] * 20
+        answers = [_answer(sock) for sock in stalled]
+        assert all(closed and data.startswith(b"HTTP/1.1 408") for data, closed in answers), answers[0]
+        assert b"request_timeout" in answers[0][0]
+        assert time.monotonic() - started < 10
+        for sock in stalled:
+            sock.close()

@@ -88,7 +88,8 @@ def test_overloaded_api_answers_503_json_with_retry_after(model_dir: Path, monke
         release.set()
         assert first.result().status_code == 200 and second.result().status_code == 200
         assert post().status_code == 200
-        shed_total = re.search(r"^cifar_onnx_shed_requests_total (\S+)$", httpx.get(f"{url}/metrics").text, re.M)
+        shed_total = re.search(r'^cifar_onnx_shed_requests_total\{reason="queue"\} (\S+)$',
+                               httpx.get(f"{url}/metrics").text, re.M)  # fmt: skip
         assert shed_total and float(shed_total.group(1)) >= 1
     finally:
         release.set()

@@ -82,7 +82,7 @@ class PredictionController(Controller):
     tags = ["prediction"]
 
     @post("/predict", status_code=200, summary="Classify one image",
-          responses=error_responses(400, 413, 415, 422, 503))  # fmt: skip
+          responses=error_responses(400, 408, 413, 415, 422, 500, 503))  # fmt: skip
     async def predict(self, data: Annotated[PredictForm, Body(media_type=MULTIPART)], store: ModelStore,
                       settings: Settings, queue: InferenceQueue, top_k: TopK = 3, model: ModelName = None) -> Prediction:  # fmt: skip
         """Upload one image as the multipart field `file`; get the most likely class and the top-k.
@@ -93,7 +93,7 @@ class PredictionController(Controller):
         return (await queue.classify([(None, payload)], chosen, top_k, settings.max_pixels))[0]
 
     @post("/predict/batch", status_code=200, summary="Classify several images in one model call",
-          responses=error_responses(400, 413, 415, 422, 503))  # fmt: skip
+          responses=error_responses(400, 408, 413, 415, 422, 500, 503))  # fmt: skip
     async def predict_batch(self, data: Annotated[BatchForm, Body(media_type=MULTIPART)], store: ModelStore,
                             settings: Settings, queue: InferenceQueue, top_k: TopK = 3,
                             model: ModelName = None) -> BatchResult:  # fmt: skip
@@ -122,7 +122,7 @@ class PredictionController(Controller):
         return BatchResult(results, chosen.name, times[0] if times else None, len(results) - len(times))
 
     @post("/explain", status_code=200, summary="Where the model looked: a heat map over the image",
-          media_type="image/png", responses={**PNG_ANSWER, **error_responses(400, 413, 415, 422, 503)},
+          media_type="image/png", responses={**PNG_ANSWER, **error_responses(400, 408, 413, 415, 422, 500, 503)},
           response_headers=[ResponseHeader(name="X-Explained-Class", description="The class the map explains.", documentation_only=True),
                             ResponseHeader(name="X-Class-Probability", description="Its calibrated probability.", documentation_only=True)])  # fmt: skip
     async def explain(self, data: Annotated[PredictForm, Body(media_type=MULTIPART)], store: ModelStore,
@@ -136,7 +136,7 @@ class PredictionController(Controller):
         return Response(found.png, media_type="image/png",
                         headers={"X-Explained-Class": found.label, "X-Class-Probability": f"{found.probability:.6f}"})  # fmt: skip
 
-    @get("/models", summary="The served models and their metadata", responses=error_responses(503))
+    @get("/models", summary="The served models and their metadata", responses=error_responses(500, 503))
     async def models(self, store: ModelStore) -> ModelList:
         """Each served model with the public part of its metadata (classes, input contract,
         accuracy, calibration, unsure threshold, provenance in words) and how its int8 operators

@@ -21,7 +21,7 @@ from cifar_onnx.health import HealthController, MetricsController
 from cifar_onnx.limits import upload_limits
 from cifar_onnx.logs import log, logging_config, request_ids
 from cifar_onnx.memory import release_large_allocations
-from cifar_onnx.registry import ModelStore
+from cifar_onnx.registry import ModelError, ModelStore, check_models
 from cifar_onnx.serving import InferenceQueue, shed_early
 from cifar_onnx.settings import Settings
 from cifar_onnx.web import PageController
@@ -32,6 +32,10 @@ def create_app(settings: Settings | None = None, wait_for_models: bool = False) 
     at once and /health/ready turns 200 when they are warm); `wait_for_models` blocks start-up
     until then instead, which tests and the CLI prefer."""
     settings = settings or Settings.from_env()
+    try:  # configuration errors stop the process here, with one line, instead of a service that never gets ready
+        check_models(settings.model_dir, settings.default_model)
+    except ModelError as exc:
+        raise SystemExit(f"cifar-onnx: {exc}") from None
     store = ModelStore(settings.model_dir, settings.intra_op_threads, settings.default_model, settings.int8_fusion)
 
     def start(app: Litestar) -> None:
@@ -39,7 +43,11 @@ def create_app(settings: Settings | None = None, wait_for_models: bool = False) 
         log.info("settings: %s", ", ".join(f"{k}={v}" for k, v in vars(settings).items()))
         preprocess.BUDGET = preprocess.DecodeBudget(settings.decode_budget_pixels)
         app.state.queue = InferenceQueue(
-            settings.inference_workers, settings.max_queue, settings.max_batch, settings.batch_wait_ms
+            settings.inference_workers,
+            settings.max_queue,
+            settings.max_batch,
+            settings.batch_wait_ms,
+            settings.max_wait_ms,
         )
         if wait_for_models:
             store.load()

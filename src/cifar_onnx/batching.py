@@ -11,14 +11,20 @@ treats the rows of a batch independently (tests/test_batching.py checks it).
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 from anyio import CapacityLimiter, to_thread
 
 from cifar_onnx.classify import timed_predict
+from cifar_onnx.logs import REQUEST_ID
 from cifar_onnx.registry import ServedModel
+
+log = logging.getLogger("cifar_onnx")
 
 
 @dataclass(frozen=True)
@@ -37,15 +43,21 @@ class Batcher:
     workers: CapacityLimiter
     max_batch: int  # Settings.max_batch
     wait_s: float = 0.0
+    on_call: Callable[[float, int], None] | None = None  # (seconds, requests) of each call: the service time
     pending: deque[tuple[np.ndarray, asyncio.Future[Inference]]] = field(default_factory=deque)
+    ids: dict[int, str] = field(default_factory=dict)  # id(future) -> its request's id, for the logs
     draining: int = 0
 
     async def infer(self, images: np.ndarray) -> Inference:
         future: asyncio.Future[Inference] = asyncio.get_running_loop().create_future()
+        self.ids[id(future)] = REQUEST_ID.get()
+        future.add_done_callback(lambda done: self.ids.pop(id(done), None))
         self.pending.append((images, future))
         if self.draining < self.workers.total_tokens:
             self.draining += 1
-            asyncio.get_running_loop().create_task(self._drain())
+            # A fresh context: the drain serves many requests, so it must not carry the request
+            # id (or anything else) of the one that happened to start it.
+            asyncio.get_running_loop().create_task(self._drain(), context=contextvars.Context())
         return await future
 
     def _take(self) -> list[tuple[np.ndarray, asyncio.Future[Inference]]]:
@@ -59,26 +71,34 @@ class Batcher:
         return taken
 
     async def _drain(self) -> None:
+        """Serve the waiting requests until none is left. Whatever fails in one round (the model,
+        joining the images, handing out the rows) fails the requests of that round, each with the
+        error, and the loop goes on: a drain never dies with requests waiting on it."""
         try:
             while self.pending:
-                async with self.workers:
-                    if self.wait_s:
-                        await asyncio.sleep(self.wait_s)
-                    taken = self._take()
-                    if not taken:
-                        continue
-                    batch = np.concatenate([images for images, _ in taken])
-                    try:
+                taken: list[tuple[np.ndarray, asyncio.Future[Inference]]] = []
+                try:
+                    async with self.workers:
+                        if self.wait_s:
+                            await asyncio.sleep(self.wait_s)
+                        taken = self._take()
+                        if not taken:
+                            continue
+                        batch = np.concatenate([images for images, _ in taken])
                         probs, seconds = await to_thread.run_sync(timed_predict, self.model, batch)
-                    except Exception as exc:  # every request of the call hears it
-                        for _, future in taken:
-                            if not future.done():
-                                future.set_exception(exc)
-                        continue
-                start = 0
-                for images, future in taken:
-                    if not future.done():
-                        future.set_result(Inference(probs[start : start + len(images)], seconds, len(batch)))
-                    start += len(images)
+                        if self.on_call:
+                            self.on_call(seconds, len(taken))
+                    start = 0
+                    for images, future in taken:
+                        if not future.done():
+                            future.set_result(Inference(probs[start : start + len(images)], seconds, len(batch)))
+                        start += len(images)
+                except Exception as exc:  # every request of the round hears it; the others are still served
+                    ids = [self.ids.get(id(future), "-") for _, future in taken]
+                    log.exception("inference on %s failed; answering 500 to request(s) %s", self.model.name,
+                                  ", ".join(ids))  # fmt: skip
+                    for _, future in taken:
+                        if not future.done():
+                            future.set_exception(exc)
         finally:
             self.draining -= 1

@@ -23,6 +23,12 @@ def serve(args: argparse.Namespace) -> None:
         if value is not None:
             os.environ[f"CIFAR_ONNX_{name.upper()}"] = str(value)
     settings = Settings.from_env()
+    from cifar_onnx.registry import ModelError, check_models
+
+    try:  # before uvicorn starts: a configuration error ends the process with one line, exit code 1
+        check_models(settings.model_dir, settings.default_model)
+    except ModelError as exc:
+        raise SystemExit(f"cifar-onnx: {exc}") from None
     uvicorn.run("cifar_onnx.app:create_app", factory=True, host=settings.host, port=settings.port,
                 workers=settings.workers, log_level=settings.log_level)  # fmt: skip
 

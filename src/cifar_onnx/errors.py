@@ -14,6 +14,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from cifar_onnx.metrics import shed
 from cifar_onnx.preprocess import (
     CorruptImageError,
     DecoderBusyError,
@@ -42,10 +43,13 @@ class ServiceError(Exception):
 
 
 class NotReadyError(ServiceError):
-    def __init__(self, detail: str | None):
-        super().__init__(
-            503, "not_ready", f"The model is not loaded yet{': ' + detail if detail else ''}. Try again shortly."
-        )
+    """503 while the models load (retry shortly), 500 when loading failed (retrying will not help)."""
+
+    def __init__(self, failure: str | None):
+        if failure:
+            super().__init__(500, "models_failed", f"The service could not load its models: {failure}.")
+        else:
+            super().__init__(503, "not_ready", "The model is not loaded yet. Try again shortly.")
 
 
 _IMAGE_CODES = {
@@ -60,6 +64,8 @@ _IMAGE_CODES = {
 def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
     meaning = {
         400: "No file, wrong form field, too many files, or a bad parameter value (unknown model or label).",
+        408: "The upload stalled or came too slowly (`request_timeout`); the connection is closed.",
+        500: "The models failed to load (`models_failed`: a configuration error), or an internal error.",
         413: "An uploaded file (or the whole request) is over the size limit.",
         415: "The bytes are not an image format the service decodes (sniffed, not the content type).",
         422: "A corrupt or truncated image, or one with too many pixels.",
@@ -70,6 +76,8 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
 
 
 def image_error(exc: ImageError) -> ErrorBody:
+    if isinstance(exc, DecoderBusyError):
+        shed("decoder")
     return ErrorBody(exc.status_code, _IMAGE_CODES.get(type(exc), "bad_image"), str(exc))
 
 

@@ -110,9 +110,10 @@ class Explanation:
 
 
 def explain_bytes(
-    data: bytes, model: ServedModel, index: int | None, size: int, threads: int, max_pixels: int
+    data: bytes, model: ServedModel, index: int | None, size: int, max_pixels: int, threads: int = 1
 ) -> Explanation:
-    """Decode an upload and explain class `index` (None: the predicted class)."""
+    """Decode an upload and explain class `index` (None: the predicted class), with `threads`
+    concurrent ONNX Runtime calls (the inference workers the caller holds for it)."""
     square = decode_square(data, max_pixels, min_side=max(size, model.image_size))
     heat, index, probability = occlusion_map(model, to_model_input(square, model.image_size), index, threads)
     return Explanation(overlay_png(square, heat, size), model.classes[index], index, probability)

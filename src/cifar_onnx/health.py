@@ -22,9 +22,13 @@ class HealthController(Controller):
     path = "/health"
     tags = ["health"]
 
-    @get("/live", summary="The process is up")
-    async def live(self) -> Health:
-        return Health("live", [])
+    @get("/live", summary="The process is up and its models have not failed to load",
+         responses={503: ResponseSpec(data_container=Health, description="Loading the models failed: restart me.")})  # fmt: skip
+    async def live(self, store: ModelStore) -> Response[Health]:
+        # A load that failed never mends by waiting: an orchestrator should restart (or alert).
+        if store.error:
+            return Response(Health("failed", [], store.error), status_code=503)
+        return Response(Health("live", []))
 
     @get("/ready", summary="Models loaded and warmed up",
          responses={503: ResponseSpec(data_container=Health, description="Still loading, or loading failed.")})  # fmt: skip

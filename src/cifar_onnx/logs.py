@@ -83,12 +83,26 @@ class ShedLog:
 
     def __init__(self, every_s: float = 10.0):
         self.every_s, self.count, self.since = every_s, 0, time.monotonic()
+        self.last = self.since  # the latest refusal
         self.lock = threading.Lock()
+
+    def admitted(self) -> None:
+        """A request got a place: if refusals were pending and none came for a second, the burst
+        is over; say how many it shed, so that its end is in the log as well as its middle."""
+        if not self.count:
+            return
+        with self.lock:
+            now = time.monotonic()
+            if not self.count or now - self.last < 1.0:
+                return
+            count, seconds = self.count, self.last - self.since
+            self.count, self.since = 0, now
+        log.warning("overload over: shed %d more requests in the last %.0f s of it", count, seconds)
 
     def refused(self, waiting: int) -> None:
         with self.lock:
             self.count += 1
-            now = time.monotonic()
+            now = self.last = time.monotonic()
             if now - self.since < self.every_s:
                 return
             count, seconds = self.count, now - self.since

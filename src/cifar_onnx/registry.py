@@ -161,6 +161,18 @@ def make_session(path: Path, threads: int, int8_fusion: str = "auto") -> tuple[o
     return _session(path, threads, False), f"int8 unfused (self-check: fused kernels off by {difference:.3f})"
 
 
+def load_named(onnx_path: Path, threads: int, int8_fusion: str = "auto") -> ServedModel:
+    """`load_model`, with any failure re-raised as a ModelError that names the model, not its path."""
+    try:
+        return load_model(onnx_path, threads, int8_fusion)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(
+            f"model {onnx_path.stem!r} could not be loaded ({type(exc).__name__}); is the file whole?"
+        ) from exc
+
+
 def load_model(onnx_path: Path, threads: int, int8_fusion: str = "auto") -> ServedModel:
     meta_path = onnx_path.with_suffix(".json")
     if not meta_path.exists():
@@ -174,7 +186,7 @@ def load_model(onnx_path: Path, threads: int, int8_fusion: str = "auto") -> Serv
         if not (temperature > 0 and threshold >= 0):
             raise ValueError(f"temperature {temperature} must be > 0 and the unsure threshold {threshold} >= 0")
     except (ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"{meta_path}: malformed metadata ({exc!r})") from None
+        raise ModelError(f"{meta_path.name}: malformed metadata ({exc!r})") from None
 
     session, int8_mode = make_session(onnx_path, threads, int8_fusion)
 
@@ -199,6 +211,32 @@ def load_model(onnx_path: Path, threads: int, int8_fusion: str = "auto") -> Serv
     return model
 
 
+def served_names(model_dir: Path) -> dict[str, Path]:
+    """Each served model's name (its metadata's, else the file's stem) and file, read from the
+    metadata alone: a cheap check at start, before any model is loaded."""
+    names: dict[str, Path] = {}
+    for path in sorted(model_dir.glob("*.onnx")) if model_dir.is_dir() else []:
+        meta_path = path.with_suffix(".json")
+        try:
+            name = json.loads(meta_path.read_text()).get("name") or path.stem
+        except (OSError, ValueError, AttributeError):
+            raise ModelError(
+                f"model {path.stem!r}: its metadata {meta_path.name} is missing or not a JSON object"
+            ) from None
+        names[str(name)] = path
+    return names
+
+
+def check_models(model_dir: Path, default_name: str = "") -> None:
+    """Configuration errors that no retry mends, found before serving: no model at all, a model
+    without readable metadata, an unknown default. Messages name models and settings, no paths."""
+    names = served_names(model_dir)
+    if not names:
+        raise ModelError("no *.onnx model in the model folder (CIFAR_ONNX_MODEL_DIR)")
+    if default_name and default_name not in names:
+        raise ModelError(f"CIFAR_ONNX_DEFAULT_MODEL={default_name!r} is not a served model; served: {', '.join(names)}")
+
+
 @dataclass
 class ModelStore:
     """The loaded models, loaded off the request path; `ready` once all are loaded and warm."""
@@ -209,6 +247,7 @@ class ModelStore:
     int8_fusion: str = "auto"
     models: dict[str, ServedModel] = field(default_factory=dict)
     error: str | None = None
+    load_thread: threading.Thread | None = None  # set by load_in_background
     _ready: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -217,14 +256,13 @@ class ModelStore:
 
     def load(self) -> None:
         try:
+            check_models(self.model_dir, self.default_name)
             paths = sorted(self.model_dir.glob("*.onnx"))
-            if not paths:
-                raise ModelError(f"no *.onnx model in {self.model_dir}")
             # Most of a model's load is its int8 self-check, which runs in ONNX Runtime without
             # the GIL: loading one model per core in parallel shortens start-up to ready.
             workers = min(len(paths), usable_cpus())
             with ThreadPoolExecutor(workers, thread_name_prefix="model-load") as pool:
-                loaded = list(pool.map(lambda path: load_model(path, self.threads, self.int8_fusion), paths))
+                loaded = list(pool.map(lambda path: load_named(path, self.threads, self.int8_fusion), paths))
             for path, m in zip(paths, loaded, strict=True):
                 log.info("loaded %s (%s, sha256 %s): %s; %d ONNX Runtime thread(s) a call", m.name, path.name,
                          str(m.metadata.get("sha256", "?"))[:12], m.int8_mode, self.threads)  # fmt: skip
@@ -233,12 +271,15 @@ class ModelStore:
                 flagged = [m.name for m in loaded if m.metadata.get("default")]
                 self.default_name = flagged[0] if flagged else loaded[0].name
             if self.default_name not in self.models:
-                raise ModelError(f"the default model {self.default_name!r} is not in {self.model_dir}")
+                raise ModelError(f"the default model {self.default_name!r} is not among those loaded")
             self._ready.set()
             log.info("ready: %d model(s), default %s", len(self.models), self.default_name)
-        except Exception as exc:  # reported by /health/ready and the predict routes
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.exception("loading the models failed; /health/ready answers 503 with: %s", self.error)
+        except Exception as exc:  # reported by /health/ready, /health/live and the predict routes
+            # ModelError messages name models, never paths; anything else is named by its type.
+            self.error = (
+                str(exc) if isinstance(exc, ModelError) else f"loading the models failed ({type(exc).__name__})"
+            )
+            log.exception("loading the models failed; /health/ready and /health/live answer 503 with: %s", self.error)
             raise
 
     def load_in_background(self) -> threading.Thread:
@@ -249,6 +290,7 @@ class ModelStore:
 
         thread = threading.Thread(target=run, name="model-loader", daemon=True)
         thread.start()
+        self.load_thread = thread
         return thread
 
     def wait(self, timeout: float | None = None) -> bool:

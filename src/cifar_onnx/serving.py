@@ -9,6 +9,7 @@ seconds late helps nobody.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,14 +20,15 @@ import numpy as np
 from anyio import CapacityLimiter, to_thread
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
-from litestar.types import ASGIApp, Receive, Scope, Send
-from prometheus_client import Counter, Gauge
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import Gauge
 
 from cifar_onnx.batching import Batcher
 from cifar_onnx.classify import Prediction, decode_batch, decode_each, predictions
 from cifar_onnx.errors import NotReadyError, ServiceError
 from cifar_onnx.explain import Explanation, explain_bytes
 from cifar_onnx.logs import ShedLog
+from cifar_onnx.metrics import shed
 from cifar_onnx.preprocess import ImageError
 from cifar_onnx.registry import ModelStore, ServedModel
 from cifar_onnx.settings import Settings
@@ -34,7 +36,6 @@ from cifar_onnx.settings import Settings
 T = TypeVar("T")
 MULTIPART = RequestEncodingType.MULTI_PART
 
-SHED = Counter("cifar_onnx_shed_requests", "Requests refused with 503 because the inference queue was full.")
 WAITING = Gauge("cifar_onnx_inference_waiting", "Requests waiting for an inference worker.")
 IN_FLIGHT = Gauge(
     "cifar_onnx_requests_in_flight", "Requests admitted and not yet answered (the queue bound counts these)."
@@ -42,9 +43,22 @@ IN_FLIGHT = Gauge(
 
 
 class OverloadedError(ServiceError):
-    def __init__(self, waiting: int):
-        super().__init__(503, "overloaded", f"The service is at capacity ({waiting} requests already waiting); "
-                                            "retry in a moment.")  # fmt: skip
+    def __init__(self, waiting: int, expected_ms: float):
+        super().__init__(503, "overloaded", f"The service is at capacity ({waiting} requests already waiting, "
+                                            f"about {expected_ms:.0f} ms of work); retry in a moment.")  # fmt: skip
+
+
+class ServiceTime:
+    """What one waiting request costs the workers, in seconds: a moving average of each inference
+    call's time divided by the requests it answered (so batching's savings count), measured on
+    this CPU as the service runs. Admission by time needs no per-CPU tuning: the same queue that
+    is short on a slow chip is long on a fast one."""
+
+    def __init__(self, initial_s: float = 0.005, weight: float = 0.1):
+        self.value, self.weight = initial_s, weight
+
+    def add(self, call_seconds: float, requests: int) -> None:
+        self.value += self.weight * (call_seconds / max(1, requests) - self.value)
 
 
 # Set while a request holds the place shed_early gave it, so that `run` does not take a second.
@@ -61,35 +75,60 @@ class InferenceQueue:
     `run`, and the accepted ones waited behind that parsing (benchmarks/flood.py measures it;
     benchmarks/RESULTS.md, "Overload", has the figures)."""
 
-    def __init__(self, workers: int, max_queue: int, max_batch: int, batch_wait_ms: float = 0.0):
+    def __init__(self, workers: int, max_queue: int, max_batch: int, batch_wait_ms: float = 0.0,
+                 max_wait_ms: float = 500.0):  # fmt: skip
         self.limiter = CapacityLimiter(workers)  # ONNX Runtime calls at once
+        self.max_wait_s, self.service = max_wait_ms / 1000, ServiceTime()
         self.decoders = CapacityLimiter(workers)  # uploads decoded at once
         self.workers, self.max_queue = workers, max_queue
         self.max_batch, self.batch_wait_s = max_batch, batch_wait_ms / 1000
         self.batchers: dict[str, Batcher] = {}
         self.shed_log = ShedLog()
         self.inside = 0  # admitted and not yet answered; only the event loop changes it
+        self.gathering = asyncio.Lock()  # run_wide: one request at a time gathers several workers
         WAITING.set_function(lambda: self.limiter.statistics().tasks_waiting)
         IN_FLIGHT.set_function(lambda: self.inside)
 
+    def waiting(self) -> int:
+        return max(0, self.inside - self.workers)
+
+    def expected_wait_s(self) -> float:
+        """How long a request admitted now would wait for a worker, from recent service times."""
+        return (self.waiting() + 1) * self.service.value / self.workers
+
     def full(self) -> bool:
-        return self.inside >= self.workers + self.max_queue
+        """No place for another request: the count bound, or the expected wait past max_wait_ms
+        (with an idle worker nothing waits, whatever the estimate)."""
+        if self.inside >= self.workers + self.max_queue:
+            self.reason = "queue"
+            return True
+        if self.inside >= self.workers and self.expected_wait_s() > self.max_wait_s:
+            self.reason = "wait"
+            return True
+        return False
 
     def refusal(self) -> OverloadedError:
-        SHED.inc()
-        self.shed_log.refused(self.inside - self.workers)
-        return OverloadedError(self.inside - self.workers)
+        shed(getattr(self, "reason", "queue"))
+        self.shed_log.refused(self.waiting())
+        return OverloadedError(self.waiting(), 1000 * self.expected_wait_s())
+
+    def take(self) -> None:
+        """A place for the request being handled (the caller checked `full`); `release` frees it."""
+        self.inside += 1
+        self.shed_log.admitted()
+
+    def release(self) -> None:
+        self.inside -= 1
 
     @contextmanager
     def place(self) -> Iterator[None]:
-        """Hold a place for the request being handled (the caller checked `full`)."""
-        self.inside += 1
+        self.take()
         token = _ADMITTED.set(True)
         try:
             yield
         finally:
             _ADMITTED.reset(token)
-            self.inside -= 1
+            self.release()
 
     @contextmanager
     def admitted(self) -> Iterator[None]:
@@ -103,13 +142,36 @@ class InferenceQueue:
             yield
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
-        """`fn` on an inference worker (explain: its own batch of occluded copies)."""
+        """`fn` on an inference worker."""
         with self.admitted():
             return await to_thread.run_sync(fn, *args, limiter=self.limiter)
 
+    async def run_wide(self, fn: Callable[..., T], threads: int, *args: object) -> T:
+        """`fn(*args, n)` with n = min(threads, workers) concurrent ONNX Runtime calls of its own
+        (explain): it holds n inference workers for its whole run, so the process never runs more
+        calls at once than `workers`. One wide request gathers its workers at a time, so two
+        cannot each hold part of what the other waits for."""
+        with self.admitted():
+            wanted = max(1, min(threads, self.workers))
+            borrowers = [object() for _ in range(wanted)]
+            async with self.gathering:
+                for taken, borrower in enumerate(borrowers):
+                    try:
+                        await self.limiter.acquire_on_behalf_of(borrower)
+                    except BaseException:
+                        for held in borrowers[:taken]:
+                            self.limiter.release_on_behalf_of(held)
+                        raise
+            try:
+                return await to_thread.run_sync(fn, *args, wanted)
+            finally:
+                for borrower in borrowers:
+                    self.limiter.release_on_behalf_of(borrower)
+
     def batcher(self, model: ServedModel) -> Batcher:
         if model.name not in self.batchers:
-            self.batchers[model.name] = Batcher(model, self.limiter, self.max_batch, self.batch_wait_s)
+            self.batchers[model.name] = Batcher(model, self.limiter, self.max_batch, self.batch_wait_s,
+                                                on_call=self.service.add)  # fmt: skip
         return self.batchers[model.name]
 
     async def classify(self, files: Sequence[tuple[str | None, bytes]], model: ServedModel, top_k: int,
@@ -154,8 +216,26 @@ def shed_early(app: ASGIApp) -> ASGIApp:
                                     (b"content-length", str(len(body)).encode())]})  # fmt: skip
             await send({"type": "http.response.body", "body": body})
             return
-        with queue.place():
-            await app(scope, receive, send)
+        # The place is taken when the body has arrived, not before: a client that sends its body
+        # slowly (or never) holds no place that a ready request could use (limits.py times it out).
+        holding = False
+
+        async def receive_then_admit() -> Message:
+            nonlocal holding
+            message = await receive()
+            if not holding and message["type"] == "http.request" and not message.get("more_body", False):
+                if queue.full():
+                    raise queue.refusal()
+                queue.take()
+                holding = True
+                _ADMITTED.set(True)  # this request's task: `admitted` then takes no second place
+            return message
+
+        try:
+            await app(scope, receive_then_admit, send)
+        finally:
+            if holding:
+                queue.release()
 
     return middleware
 
@@ -192,5 +272,5 @@ async def explain_upload(queue: InferenceQueue, upload: UploadFile, model: Serve
     """An upload's explanation, computed in the inference pool (the page uses it too)."""
     index = class_index(model, label)
     payload = await read_upload(upload, settings)
-    return await queue.run(explain_bytes, payload, model, index, settings.explain_size, settings.explain_threads,
-                           settings.max_pixels)  # fmt: skip
+    return await queue.run_wide(explain_bytes, settings.explain_threads, payload, model, index, settings.explain_size,
+                                settings.max_pixels)  # fmt: skip

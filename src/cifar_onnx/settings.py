@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import itertools
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -47,11 +49,22 @@ class Settings:
     inference_workers: int = field(default_factory=usable_cpus)  # concurrent inference calls (container's CPUs)
     # Requests allowed to wait for an inference worker; past it, 503 at once (overload shedding).
     max_queue: int = 32  # measured with python -m benchmarks.overload (benchmarks/RESULTS.md)
+    # Admission by time as well as count: a request is refused (503) when the wait expected for
+    # it, from the service's recent service times on this CPU, passes this. It bounds the
+    # latency of answered requests on any CPU; the count alone allowed seconds on a slow one.
+    max_wait_ms: float = 500.0
     # Dynamic batching: a free inference worker takes up to this many waiting images of one model
     # as one call (cifar_onnx.batching; chosen with benchmarks, RESULTS.md), after waiting
     # batch_wait_ms for company (0: never wait).
     max_batch: int = 8
     batch_wait_ms: float = 0.0
+    # Upload bodies are read against deadlines (cifar_onnx.limits): a client that stalls, or
+    # trickles bytes, is answered 408 and its connection closed, so it cannot hold memory or
+    # queue places that others need. Each chunk within body_idle_s; after that long, at least
+    # body_min_rate bytes a second on average; the whole body within body_timeout_s.
+    body_idle_s: float = 5.0
+    body_min_rate: int = 16 * 1024
+    body_timeout_s: float = 60.0
     explain_size: int = 256  # side of the explain PNG, pixels
     explain_threads: int = field(default_factory=usable_cpus)  # concurrent ORT calls one explain request splits into
     host: str = "127.0.0.1"
@@ -61,8 +74,14 @@ class Settings:
     log_format: str = "text"  # or json: one object a line
 
     def __post_init__(self) -> None:
+        # Names of levels are case-insensitive (INFO as well as info), as logging's own are.
+        object.__setattr__(self, "log_level", str(self.log_level).lower())
         problems = [f"CIFAR_ONNX_{name.upper()}={getattr(self, name)!r}: {rule}"
                     for name, (check, rule) in _RULES.items() if not check(getattr(self, name))]  # fmt: skip
+        # Each request limit must fit inside the next: one file, one request, all bodies at once.
+        order = ("max_upload_bytes", "max_request_bytes", "max_body_bytes_in_flight")
+        problems += [f"CIFAR_ONNX_{a.upper()}={getattr(self, a)} must not exceed CIFAR_ONNX_{b.upper()}={getattr(self, b)}"
+                     for a, b in itertools.pairwise(order) if getattr(self, a) > getattr(self, b)]  # fmt: skip
         if problems:
             raise SettingsError("invalid settings: " + "; ".join(problems))
 
@@ -105,20 +124,29 @@ class SettingsError(ValueError):
 NOT_SETTINGS = {"CIFAR_ONNX_CACHE", "CIFAR_ONNX_BIND", "CIFAR_ONNX_HOST_PORT", "CIFAR_ONNX_PROXY_PORT"}
 
 
-def _at_least(low: float) -> tuple[Callable[[object], bool], str]:
-    return (lambda v: isinstance(v, (int, float)) and v >= low), f"must be a number >= {low:g}"
+def _between(low: float, high: float = math.inf) -> tuple[Callable[[object], bool], str]:
+    """A finite number in [low, high]: inf and nan are refused (a wait of inf would hold a worker forever)."""
+    rule = f"must be a finite number >= {low:g}" + (f" and <= {high:g}" if math.isfinite(high) else "")
+
+    def check(v: object) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and low <= v <= high
+
+    return check, rule
 
 
 def _one_of(*allowed: str) -> tuple[Callable[[object], bool], str]:
     return (lambda v: v in allowed), f"must be one of {', '.join(allowed)}"
 
 
+_GIB = 1024**3
 _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
-    "max_upload_bytes": _at_least(1), "max_request_bytes": _at_least(1), "max_pixels": _at_least(1),
-    "decode_budget_pixels": _at_least(1), "max_body_bytes_in_flight": _at_least(1),
-    "max_batch_files": _at_least(1), "intra_op_threads": _at_least(1), "inference_workers": _at_least(1),
-    "max_queue": _at_least(0), "max_batch": _at_least(1), "batch_wait_ms": _at_least(0),
-    "explain_size": _at_least(32), "explain_threads": _at_least(1), "workers": _at_least(1),
+    "max_upload_bytes": _between(1, _GIB), "max_request_bytes": _between(1, 4 * _GIB),
+    "max_pixels": _between(1, 1_000_000_000), "decode_budget_pixels": _between(1, 4_000_000_000),
+    "max_body_bytes_in_flight": _between(1, 16 * _GIB), "max_batch_files": _between(1, 1024),
+    "intra_op_threads": _between(1, 256), "inference_workers": _between(1, 256),
+    "max_queue": _between(0, 100_000), "max_wait_ms": _between(1, 60_000), "max_batch": _between(1, 1024), "batch_wait_ms": _between(0, 100),
+    "body_idle_s": _between(0.1, 600), "body_min_rate": _between(0, _GIB), "body_timeout_s": _between(1, 3600),
+    "explain_size": _between(32, 1024), "explain_threads": _between(1, 256), "workers": _between(1, 256),
     "port": ((lambda v: isinstance(v, int) and 0 < v < 65536), "must be a port number, 1 to 65535"),
     "int8_fusion": _one_of("auto", "on", "off"),
     "log_level": _one_of("critical", "error", "warning", "info", "debug", "trace"),
