@@ -41,10 +41,15 @@ def test_cpu_quota_is_read_from_cgroup_files(tmp_path: Path, files: dict[str, st
 
 
 def test_thread_defaults_follow_the_usable_cpus() -> None:
-    usable = cpu.usable_cpus()
-    assert 1 <= usable <= len(__import__("os").sched_getaffinity(0))
-    settings = Settings.from_env(environ={})
-    assert settings.inference_workers == usable and settings.explain_threads == usable
+    """In a process pinned to one CPU, the thread defaults are 1, whatever the machine has."""
+    import subprocess
+    import sys
+
+    code = ("import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+            "from cifar_onnx.settings import Settings; s = Settings.from_env(environ={}); "
+            "print(s.inference_workers, s.explain_threads)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["1", "1"]
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in SHIPPED.glob("*.onnx")))
@@ -98,17 +103,20 @@ def test_decodes_wait_for_room_in_the_budget_then_give_up(monkeypatch: pytest.Mo
 
     budget.wait_s = 5.0
 
+    holding, released_at = threading.Event(), []
+
     def hold_briefly() -> None:
         with budget.hold(1_000):
+            holding.set()
             time.sleep(0.3)
+            released_at.append(time.monotonic())
 
     holder = threading.Thread(target=hold_briefly)
     holder.start()
-    time.sleep(0.05)
-    started = time.monotonic()
+    assert holding.wait(5)
     assert decode_image(sample("cat")).shape == (32, 32, 3)  # waited for the room, then decoded
-    assert time.monotonic() - started >= 0.2
-    holder.join()
+    assert released_at and time.monotonic() >= released_at[0], "decoded only after the room was given back"
+    holder.join(5)
     assert budget.free == budget.total, "every decode gives its pixels back"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import threading
@@ -12,13 +13,12 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-import uvicorn
 
 import cifar_onnx.batching
 from cifar_onnx.app import create_app
 from cifar_onnx.serving import InferenceQueue, OverloadedError
 from cifar_onnx.settings import Settings
-from tests.conftest import free_port, start_server
+from tests.conftest import serving_in_thread, start_server
 from tests.images import sample
 
 
@@ -26,11 +26,19 @@ def test_queue_refuses_past_its_bound_then_serves_again() -> None:
     async def scenario() -> None:
         queue = InferenceQueue(workers=1, max_queue=1, max_batch=Settings().max_batch)
         release = threading.Event()
+
+        async def until(running: int, inside: int) -> None:
+            for _ in range(500):  # the tasks start on the loop: bounded wait, no fixed sleep
+                if (queue.limiter.statistics().borrowed_tokens, queue.inside) == (running, inside):
+                    return
+                await anyio.sleep(0.01)
+            raise AssertionError(f"never {running} running and {inside} admitted")
+
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(queue.run, release.wait)  # running
-            await anyio.sleep(0.05)
-            tasks.start_soon(queue.run, release.wait)  # waiting: the queue is now full
-            await anyio.sleep(0.05)
+            tasks.start_soon(queue.run, lambda: release.wait(10))  # running
+            await until(1, 1)
+            tasks.start_soon(queue.run, lambda: release.wait(10))  # waiting: the queue is now full
+            await until(1, 2)
             with pytest.raises(OverloadedError) as refused:
                 await queue.run(lambda: None)
             assert refused.value.status == 503 and "1 requests already waiting" in refused.value.message
@@ -52,14 +60,9 @@ def test_overloaded_api_answers_503_json_with_retry_after(model_dir: Path, monke
     monkeypatch.setattr(cifar_onnx.batching, "timed_predict", held)
     settings = Settings.from_env(environ={}, model_dir=model_dir, max_queue=1, inference_workers=1)
     app = create_app(settings, wait_for_models=True)
-    server = uvicorn.Server(uvicorn.Config(app, port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    pool = ThreadPoolExecutor(2)
+    pool, stack = ThreadPoolExecutor(2), contextlib.ExitStack()
     try:
-        while not server.started:
-            time.sleep(0.05)
-        url = f"http://127.0.0.1:{server.config.port}"
+        url = stack.enter_context(serving_in_thread(app))
 
         def post() -> httpx.Response:
             return httpx.post(
@@ -94,8 +97,7 @@ def test_overloaded_api_answers_503_json_with_retry_after(model_dir: Path, monke
     finally:
         release.set()
         pool.shutdown()
-        server.should_exit = True
-        thread.join(10)
+        stack.close()
 
 
 @pytest.mark.slow
@@ -113,7 +115,7 @@ def test_sigterm_under_load_answers_every_request_in_flight(model_dir: Path) -> 
         def send() -> None:
             with httpx.Client(base_url=url, timeout=30) as client:
                 client.get("/health/live")
-                ready.wait()
+                ready.wait(30)
                 try:
                     statuses.append(client.post("/api/v1/predict/batch", files=files).status_code)
                 except httpx.HTTPError as exc:
@@ -122,7 +124,7 @@ def test_sigterm_under_load_answers_every_request_in_flight(model_dir: Path) -> 
         clients = [threading.Thread(target=send) for _ in range(12)]
         for thread in clients:
             thread.start()
-        ready.wait()
+        ready.wait(30)
         time.sleep(0.5)  # the requests are sent and queued behind the inference workers
         proc.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
