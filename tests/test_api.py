@@ -169,6 +169,16 @@ def test_models_lists_metadata_and_default(client: TestClient) -> None:
     assert model["metadata"]["classes"][3] == "cat" and model["metadata"]["input"]["size"] == 32
 
 
+@pytest.mark.skipif(not HAS_SHIPPED, reason="no shipped model in model/")
+def test_models_show_clean_and_jpeg_validation_accuracy(client: TestClient) -> None:
+    """Users send clean photos: every served model's accuracy on the clean hold-out is shown
+    beside its JPEG validation accuracy, with how many held-out images it was measured on."""
+    for model in client.get("/api/v1/models").json()["models"]:
+        accuracy = model["metadata"]["accuracy"]
+        assert 50 < accuracy["lossless_val_int8"] <= 100 and 50 < accuracy["val_int8"] <= 100, model["name"]
+        assert 100 <= accuracy["images"]["lossless_val"] <= 2000, model["name"]
+
+
 def test_several_models_are_served_and_selectable(two_models: Path, model_dir: Path) -> None:
     with make_client(two_models) as c:
         names = {m["name"] for m in c.get("/api/v1/models").json()["models"]}

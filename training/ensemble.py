@@ -33,6 +33,7 @@ from onnx import compose, helper
 
 from training.data import Cifar10, cache_dir, load_cifar10
 from training.export import measure, ort_probs, session, write_served
+from training.holdout import clean_positions, measure_lossless
 
 
 def merge(paths: list[Path]) -> onnx.ModelProto:
@@ -135,12 +136,20 @@ def main(argv: list[str] | None = None) -> None:
         files[tag] = work / f"{args.name}.{tag}.onnx"
         onnx.save(merge(paths), str(files[tag]))
 
-    data = load_cifar10(args.data_dir, args.download)
+    members = {"members": [member for m in metas for member in m["members"]]}
+    full = all(member.get("layout") == "full" for member in members["members"])
+    data = load_cifar10(args.data_dir, args.download, layout="full" if full else "split")
     results = measure(dict(sorted(files.items())), data.val.images, data.val.labels, data.test.images,
                       data.test.labels, args.threads)  # fmt: skip
     singles = {m["name"]: m["accuracy"]["val_int8"] for m in metas}
     print(f"validation int8: ensemble {results['int8']['val']:.2f}% against members {singles}", flush=True)
-    write_served(args.out, args.name, files["int8"], results, data.test.labels, described(metas, args, argv))
+    sess = session(files["int8"], args.threads)
+    lossless = (
+        measure_lossless(lambda x: ort_probs(sess, x), data, clean_positions(members, data)) if data.lossless else {}
+    )
+    write_served(
+        args.out, args.name, files["int8"], results, data.test.labels, described(metas, args, argv), lossless=lossless
+    )
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cifar_onnx.registry import make_session
 from training.data import CLASSES, cache_dir, load_cifar10
+from training.holdout import clean_positions, measure_lossless
 from training.models import REGISTRY, AirbenchNet, create_model
 
 OPSET = 17
@@ -328,7 +329,7 @@ def measure(paths: dict[str, Path], val_x: np.ndarray, val_y: np.ndarray, test_x
 
 
 def write_served(out: Path, name: str, int8: Path, results: dict[str, dict[str, Any]], test_y: np.ndarray,
-                 described: dict[str, Any]) -> Path:  # fmt: skip
+                 described: dict[str, Any], lossless: dict[str, Any] | None = None) -> Path:  # fmt: skip
     """Copy the int8 file to `<out>/<name>.onnx` and write `<name>.json`: the measured fields
     (fp32 ones when an fp32 graph was measured), the contract, and `described` (how it was made)."""
     work = cache_dir() / "export" / name
@@ -349,7 +350,9 @@ def write_served(out: Path, name: str, int8: Path, results: dict[str, dict[str, 
                   "preprocessing": "cifar_onnx.preprocess.decode_image: EXIF orientation, to RGB (alpha on "
                                    "white), first frame, centre square crop, bicubic antialiased resize to 32x32"},
         "output": {"name": "probabilities", "dtype": "float32", "shape": ["N", len(CLASSES)]},
-        "accuracy": {**acc, "images": results["int8"]["images"]},
+        "accuracy": {**acc, **{k: v for k, v in (lossless or {}).items() if k.startswith("lossless")},
+                     "images": {**results["int8"]["images"],
+                                **({"lossless_val": lossless["images_lossless_val"]} if lossless else {})}},
         "per_class_test_int8": per_class(int8_probs, test_y),
         "confusion_test_int8": confusion(int8_probs, test_y),
         "size_bytes": {tag: r["size_bytes"] for tag, r in results.items()},
@@ -385,18 +388,29 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    data = load_cifar10(args.data_dir, args.download)
+    loaded = [load_run(run) for run in args.run]
+    # Validation as the runs held it out: a run on every image but the clean hold-out (layout
+    # "full") has trained on the 5,000-image split, so its validation is the hold-out's JPEG copies.
+    layouts = {info.get("layout", "split") for _, info in loaded}
+    data = load_cifar10(args.data_dir, args.download, layout="full" if layouts == {"full"} else "split")
     val_x, val_y, test_x, test_y = data.val.images, data.val.labels, data.test.images, data.test.labels
     if args.limit:  # a random subset: the arrays are ordered by class
         pick_val = np.random.default_rng(1).permutation(len(val_y))[: args.limit]
         pick_test = np.random.default_rng(2).permutation(len(test_y))[: args.limit]
         val_x, val_y, test_x, test_y = val_x[pick_val], val_y[pick_val], test_x[pick_test], test_y[pick_test]
+    meta_members = {"members": [info for _, info in loaded]}
+    clean = clean_positions(meta_members, data) if data.lossless else np.array([], dtype=np.int64)
+    # Test-time augmentation is chosen on the clean hold-out where the runs held it out (what users
+    # send), else on JPEG validation.
+    tta_x, tta_y = (
+        (data.lossless.clean.images[clean], data.lossless.clean.labels[clean]) if len(clean) >= 1000 else (val_x, val_y)
+    )
 
     members, infos, levels = [], [], []
-    for run in args.run:
-        model, info = load_run(run)
-        level, scores = choose_tta(model, info["name"], val_x, val_y, args.tta)
+    for model, info in loaded:
+        level, scores = choose_tta(model, info["name"], tta_x, tta_y, args.tta)
         info["tta"], info["tta_val_accuracy"] = level, scores
+        info["tta_chosen_on"] = "clean hold-out" if tta_x is not val_x else "JPEG validation"
         members.append(model), infos.append(info), levels.append(level)
     served = Served(members, levels).eval()
 
@@ -417,12 +431,14 @@ def main(argv: list[str] | None = None) -> None:
     quantise(fp32, int8, calib, args.calibration, args.float_depthwise)
 
     results = measure({"fp32": fp32, "int8": int8}, val_x, val_y, test_x, test_y, args.threads)
+    sess = session(int8, args.threads)
+    lossless = measure_lossless(lambda x: ort_probs(sess, x), data, clean) if len(clean) else {}
 
     with FlopCounterMode(display=False) as counter:
         served(torch.zeros(1, 32, 32, 3, dtype=torch.uint8))
 
     names = [i["name"] for i in infos]
-    write_served(args.out, args.name, int8, results, test_y, {
+    write_served(args.out, args.name, int8, results, test_y, lossless=lossless, described={
         "title": args.title or " + ".join(names) + " (int8)",
         "default": args.default,
         "architecture": " + ".join(f"{n}: {REGISTRY[n].description}" for n in names),
