@@ -25,7 +25,7 @@ from io import BytesIO
 from pathlib import Path
 
 from benchmarks import load
-from benchmarks.run import SAMPLE, machine
+from benchmarks.common import SAMPLE, machine
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

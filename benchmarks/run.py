@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,34 +18,15 @@ import numpy as np
 from benchmarks import history, load
 from benchmarks.avx2_only import MASKED_SUFFIX
 from benchmarks.batching import batching
+from benchmarks.common import HERE, REPO, SAMPLE, machine
 from benchmarks.hostile import hostile
 from benchmarks.model_bench import bench_model, median_now
 from benchmarks.overload import overload
-from cifar_onnx.cpu import cpu_generation, cpu_model, relevant_flags
 from cifar_onnx.preprocess import decode_image
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-SAMPLE = REPO / "tests" / "data" / "cifar" / "ship.jpg"
 # Up to the default queue bound: past it the server sheds, which the overload runs measure (with a
 # client that times every answer; wrk's percentiles are wrong for fast refusals, flood.py says why).
 CONCURRENCY = (1, 8, 32)
-
-
-def machine() -> dict[str, str]:
-    import onnxruntime
-    import psutil
-
-    versions = {"python": platform.python_version(), "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
-    try:
-        import torch
-
-        versions["torch"] = torch.__version__
-    except ImportError:
-        pass
-    # The flags decide whether the int8 models run fused (cifar_onnx.cpu): part of every figure.
-    return {"cpu": cpu_model(), "cpu_generation": cpu_generation(), "cpu_flags": " ".join(relevant_flags()), "cores": str(os.cpu_count()), "memory_gb": f"{psutil.virtual_memory().total / 2**30:.0f}",
-            "os": platform.platform(), **versions, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
 
 
 def sample_images(count: int = 64) -> np.ndarray:

@@ -92,7 +92,7 @@ def test_the_real_hold_out_is_the_2000_jpeg_copies(monkeypatch: pytest.MonkeyPat
 
 
 def test_statistics_are_fitted_on_every_class() -> None:
-    from training.train import random_images
+    from training.batches import random_images
 
     labels = np.repeat(np.arange(10), 500)  # an image folder's order: sorted by class
     images = labels.astype(np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)

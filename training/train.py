@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from cifar_onnx.cpu import cpu_model, relevant_flags
 from training import compute as cmp
+from training.batches import random_images, to_float
 from training.compute import Compute
 from training.data import cache_dir, load_cifar10
 from training.distill import distillation_loss, teacher_probs
@@ -84,17 +85,6 @@ RECIPES["efficientnet_lite1"] = RECIPES["efficientnet_lite2"] = RECIPES["efficie
 # ---------------------------------------------------------------------------------------------
 # Augmentation, per batch on float tensors (N, 3, 32, 32): cheap on the CPU, no data workers.
 # ---------------------------------------------------------------------------------------------
-
-
-def random_images(images: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """`count` images drawn at random: the arrays are sorted by class (an image folder), so the
-    first N would be airplanes alone, and statistics fitted on them (whitening, BatchNorm) skewed."""
-    return images[np.random.default_rng(seed).permutation(len(images))[:count]]
-
-
-def to_float(images: np.ndarray) -> torch.Tensor:
-    """uint8 NHWC -> float NCHW in 0..1 (the input every registered model takes)."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255).contiguous(memory_format=torch.channels_last)
 
 
 def random_translate(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:

@@ -26,6 +26,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from training.batches import random_images, to_float
 from training.data import Split
 from training.models import VGG16BN, Built, create_model
 
@@ -94,7 +95,6 @@ def origin(init: str) -> str:
 
 
 def warm_start(path: Path, train_images: np.ndarray, val: Split, threads: int = 2, check: int = 1000) -> WarmStart:
-    from training.train import random_images, to_float
 
     meta, member = served_vgg(path)
     options = {k: v for k, v in member["recipe"]["model"].items() if k in ("width", "resolution")}
