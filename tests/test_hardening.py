@@ -163,10 +163,32 @@ def test_part_meter_finds_delimiters_split_across_chunks() -> None:
 
 
 @pytest.mark.parametrize("name, value", [("MAX_QUEUE", "-1"), ("INFERENCE_WORKERS", "0"), ("PORT", "70000"),
-                                         ("INT8_FUSION", "maybe"), ("LOG_FORMAT", "xml"), ("MAX_PIXELS", "0")])  # fmt: skip
+                                         ("INT8_FUSION", "maybe"), ("LOG_FORMAT", "xml"), ("MAX_PIXELS", "0"),
+                                         ("BATCH_WAIT_MS", "inf"), ("BATCH_WAIT_MS", "nan"), ("BATCH_WAIT_MS", "101"),
+                                         ("MAX_WAIT_MS", "inf"), ("BODY_IDLE_S", "0"), ("EXPLAIN_SIZE", "100000")])  # fmt: skip
 def test_out_of_range_settings_stop_the_start_with_their_name(name: str, value: str) -> None:
     with pytest.raises(SystemExit, match=f"CIFAR_ONNX_{name}="):
         Settings.from_env(environ={f"CIFAR_ONNX_{name}": value})
+
+
+def test_limits_must_nest_and_log_levels_ignore_case() -> None:
+    with pytest.raises(SystemExit, match=r"CIFAR_ONNX_MAX_REQUEST_BYTES=\d+ must not exceed CIFAR_ONNX_MAX_BODY_BYTES"):
+        Settings.from_env(environ={"CIFAR_ONNX_MAX_REQUEST_BYTES": str(128 * 2**20)})
+    assert Settings.from_env(environ={"CIFAR_ONNX_LOG_LEVEL": "WARNING"}).log_level == "warning"
+
+
+@pytest.mark.parametrize("variable", ["CIFAR_ONNX_BATCH_WAIT_MS=inf", "CIFAR_ONNX_DEFAULT_MODEL=nope"])
+def test_the_server_refuses_to_start_with_one_line(variable: str, model_dir: Path) -> None:
+    """The real command: exit code 1 and one line that names the setting, before serving."""
+    import os
+    import subprocess
+    import sys
+
+    name, value = variable.split("=")
+    env = {**os.environ, "CIFAR_ONNX_MODEL_DIR": str(model_dir), name: value}
+    done = subprocess.run([sys.executable, "-m", "cifar_onnx.cli", "serve", "--port", "1"], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1 and name in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def test_a_mistyped_setting_is_warned_about_with_the_closest_name(caplog: pytest.LogCaptureFixture) -> None:
