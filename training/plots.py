@@ -21,17 +21,21 @@ from matplotlib.ticker import MaxNLocator
 
 from training.data import CLASSES, cache_dir, load_cifar10
 
-SPLITS = (("train", "tab:blue"), ("val", "tab:orange"), ("test", "tab:green"))
+SPLITS = (("train", "tab:blue"), ("val", "tab:orange"), ("test", "tab:green"), ("lossless", "tab:red"))
+LABELS = {"val": "validation (JPEG)", "test": "test (JPEG)", "lossless": "clean hold-out (lossless)"}
 
 
 def curves(history: list[dict], title: str, path: Path) -> None:
     """Loss and accuracy per epoch on train (augmented, running mean over the epoch),
-    validation and test."""
+    validation, test and, for runs since it existed, the clean hold-out."""
     epochs = [row["epoch"] for row in history]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
     for split, colour in SPLITS:
-        loss_ax.plot(epochs, [r[f"{split}_loss"] for r in history], "o-", ms=3, color=colour, label=split)
-        acc_ax.plot(epochs, [r[f"{split}_acc"] for r in history], "o-", ms=3, color=colour, label=split)
+        if f"{split}_acc" not in history[0]:
+            continue  # runs from before the clean hold-out
+        label = LABELS.get(split, split)
+        loss_ax.plot(epochs, [r[f"{split}_loss"] for r in history], "o-", ms=3, color=colour, label=label)
+        acc_ax.plot(epochs, [r[f"{split}_acc"] for r in history], "o-", ms=3, color=colour, label=label)
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     acc_ax.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title="accuracy")
     best = max(r["val_acc"] for r in history)
