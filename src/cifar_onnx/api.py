@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Response, get, post
 from litestar.datastructures import ResponseHeader, UploadFile
+from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import Body, Parameter
 
@@ -83,8 +84,8 @@ class PredictionController(Controller):
 
     @post("/predict", status_code=200, summary="Classify one image",
           responses=error_responses(400, 408, 413, 415, 422, 500, 503))  # fmt: skip
-    async def predict(self, data: Annotated[PredictForm, Body(media_type=MULTIPART)], store: ModelStore,
-                      settings: Settings, queue: InferenceQueue, top_k: TopK = 3, model: ModelName = None) -> Prediction:  # fmt: skip
+    async def predict(self, data: Annotated[PredictForm, Body(media_type=MULTIPART)], store: NamedDependency[ModelStore],
+                      settings: NamedDependency[Settings], queue: NamedDependency[InferenceQueue], top_k: TopK = 3, model: ModelName = None) -> Prediction:  # fmt: skip
         """Upload one image as the multipart field `file`; get the most likely class and the top-k.
         Probabilities are calibrated (temperature-scaled); `unsure` says when the top one is too low
         to trust: the photo may show none of the ten classes."""
@@ -94,8 +95,8 @@ class PredictionController(Controller):
 
     @post("/predict/batch", status_code=200, summary="Classify several images in one model call",
           responses=error_responses(400, 408, 413, 415, 422, 500, 503))  # fmt: skip
-    async def predict_batch(self, data: Annotated[BatchForm, Body(media_type=MULTIPART)], store: ModelStore,
-                            settings: Settings, queue: InferenceQueue, top_k: TopK = 3,
+    async def predict_batch(self, data: Annotated[BatchForm, Body(media_type=MULTIPART)], store: NamedDependency[ModelStore],
+                            settings: NamedDependency[Settings], queue: NamedDependency[InferenceQueue], top_k: TopK = 3,
                             model: ModelName = None) -> BatchResult:  # fmt: skip
         """Upload up to `max_batch_files` images as repeated multipart fields `files`. Each file is
         answered on its own, in upload order: a prediction, or (for a file that cannot be read) an
@@ -125,8 +126,8 @@ class PredictionController(Controller):
           media_type="image/png", responses={**PNG_ANSWER, **error_responses(400, 408, 413, 415, 422, 500, 503)},
           response_headers=[ResponseHeader(name="X-Explained-Class", description="The class the map explains.", documentation_only=True),
                             ResponseHeader(name="X-Class-Probability", description="Its calibrated probability.", documentation_only=True)])  # fmt: skip
-    async def explain(self, data: Annotated[PredictForm, Body(media_type=MULTIPART)], store: ModelStore,
-                      settings: Settings, queue: InferenceQueue, model: ModelName = None,
+    async def explain(self, data: Annotated[PredictForm, Body(media_type=MULTIPART)], store: NamedDependency[ModelStore],
+                      settings: NamedDependency[Settings], queue: NamedDependency[InferenceQueue], model: ModelName = None,
                       label: LabelName = None) -> Response[bytes]:  # fmt: skip
         """Upload one image as the multipart field `file`; get a PNG of it with the evidence for
         `label` (default: the predicted class) drawn over it. Occlusion sensitivity: each patch of
@@ -137,7 +138,7 @@ class PredictionController(Controller):
                         headers={"X-Explained-Class": found.label, "X-Class-Probability": f"{found.probability:.6f}"})  # fmt: skip
 
     @get("/models", summary="The served models and their metadata", responses=error_responses(500, 503))
-    async def models(self, store: ModelStore) -> ModelList:
+    async def models(self, store: NamedDependency[ModelStore]) -> ModelList:
         """Each served model with the public part of its metadata (classes, input contract,
         accuracy, calibration, unsure threshold, provenance in words) and how its int8 operators
         run on this server."""

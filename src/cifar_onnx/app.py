@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from litestar import Litestar
-from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
@@ -38,7 +40,11 @@ def create_app(settings: Settings | None = None, wait_for_models: bool = False) 
         raise SystemExit(f"cifar-onnx: {exc}") from None
     store = ModelStore(settings.model_dir, settings.intra_op_threads, settings.default_model, settings.int8_fusion)
 
-    def start(app: Litestar) -> None:
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        """Start: settings logged, the process-wide decode budget, the inference queue (made on the
+        event loop, which anyio's limiter needs), the models loading. Stop: nothing to release;
+        uvicorn has drained the requests in flight by then."""
         release_large_allocations()  # big decodes' memory returns to the system (cifar_onnx.memory)
         log.info("settings: %s", ", ".join(f"{k}={v}" for k, v in vars(settings).items()))
         preprocess.BUDGET = preprocess.DecodeBudget(settings.decode_budget_pixels)
@@ -53,6 +59,7 @@ def create_app(settings: Settings | None = None, wait_for_models: bool = False) 
             store.load()
         else:
             store.load_in_background()
+        yield
 
     def provide_queue(state: State) -> InferenceQueue:
         return state.queue
@@ -78,7 +85,7 @@ def create_app(settings: Settings | None = None, wait_for_models: bool = False) 
             "queue": Provide(provide_queue, sync_to_thread=False),
         },
         state=State({"store": store, "settings": settings}),
-        on_startup=[start],
+        lifespan=[lifespan],
         exception_handlers={Exception: json_error_handler},
         request_max_body_size=settings.max_request_bytes,
         multipart_form_part_limit=settings.max_batch_files + 16,

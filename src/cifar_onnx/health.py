@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from litestar import Controller, Response, get
+from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.plugins.prometheus import PrometheusController
 
@@ -24,7 +25,7 @@ class HealthController(Controller):
 
     @get("/live", summary="The process is up and its models have not failed to load",
          responses={503: ResponseSpec(data_container=Health, description="Loading the models failed: restart me.")})  # fmt: skip
-    async def live(self, store: ModelStore) -> Response[Health]:
+    async def live(self, store: NamedDependency[ModelStore]) -> Response[Health]:
         # A load that failed never mends by waiting: an orchestrator should restart (or alert).
         if store.error:
             return Response(Health("failed", [], store.error), status_code=503)
@@ -32,7 +33,7 @@ class HealthController(Controller):
 
     @get("/ready", summary="Models loaded and warmed up",
          responses={503: ResponseSpec(data_container=Health, description="Still loading, or loading failed.")})  # fmt: skip
-    async def ready(self, store: ModelStore) -> Response[Health]:
+    async def ready(self, store: NamedDependency[ModelStore]) -> Response[Health]:
         if store.ready:
             return Response(Health("ready", list(store.models)))
         status = "failed" if store.error else "loading"

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import Cookie, UploadFile
+from litestar.di import NamedDependency
 from litestar.params import Body
 from litestar.response import Template
 
@@ -90,12 +91,12 @@ class PageController(Controller):
     exception_handlers = {Exception: page_error}
 
     @get("/")
-    async def index(self, request: Request, store: ModelStore) -> Template:
+    async def index(self, request: Request, store: NamedDependency[ModelStore]) -> Template:
         return render(request, page_context(store, language(request)))
 
     @post("/classify", status_code=200)
     async def classify(self, request: Request, data: Annotated[ClassifyForm, Body(media_type=MULTIPART)],
-                       store: ModelStore, settings: Settings, queue: InferenceQueue) -> Template:  # fmt: skip
+                       store: NamedDependency[ModelStore], settings: NamedDependency[Settings], queue: NamedDependency[InferenceQueue]) -> Template:  # fmt: skip
         lang = language(request, data.lang)
         try:
             chosen = served(store, data.model or None)
@@ -118,7 +119,7 @@ class PageController(Controller):
 
     @post("/explain-view", status_code=200)
     async def explain_view(self, request: Request, data: Annotated[ClassifyForm, Body(media_type=MULTIPART)],
-                           store: ModelStore, settings: Settings, queue: InferenceQueue) -> Template:  # fmt: skip
+                           store: NamedDependency[ModelStore], settings: NamedDependency[Settings], queue: NamedDependency[InferenceQueue]) -> Template:  # fmt: skip
         """The heat map as an <img> with a data: URL, for the toggle under a result."""
         lang = language(request, data.lang)
         try:
