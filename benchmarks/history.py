@@ -41,6 +41,11 @@ def summary(results: dict, source: str) -> dict:
         # The same, against the server's own mean inference time during that level (its /metrics): one
         # process at one moment, where the line above compares two processes run minutes apart.
         "http_overhead_in_server_ms": in_server,
+        # The overhead against the floor (a bare app's p50 parsing and decoding the same upload, same run).
+        "floor_p50_ms": results.get("floor", {}).get("single", {}).get(1, {}).get("p50_ms"),
+        "overhead_to_floor": round(in_server / results["floor"]["single"][1]["p50_ms"], 2)
+        if in_server is not None and "floor" in results
+        else None,
         "http_c32_rps": c32["rps"],
         "http_c32_p99_ms": c32["p99_ms"],
     }

@@ -81,6 +81,13 @@ def service_command(port: int, model_dir: Path, **settings: object) -> tuple[lis
     return [sys.executable, "-m", "cifar_onnx.cli", "serve"], env
 
 
+def floor_command(port: int) -> tuple[list[str], dict[str, str]]:
+    """The bare upload app (benchmarks/floor_app.py) under the service's uvicorn."""
+    env = {"PORT": str(port), "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
+    return [sys.executable, "-m", "uvicorn", "benchmarks.floor_app:app", "--port", str(port),
+            "--log-level", "warning"], env  # fmt: skip
+
+
 def baseline_command(port: int, model_json: Path) -> tuple[list[str], dict[str, str]]:
     env = {"PORT": str(port), "BASELINE_MODEL": str(model_json), "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
     return [sys.executable, str(HERE / "baseline_app.py")], env

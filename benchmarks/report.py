@@ -50,11 +50,15 @@ def cpu_table(history: list[dict]) -> list[str]:
              "model's own median (HTTP, decoding, queueing, JSON; the median taken in a fresh process right after "
              "that level, in rows before 2026-12-05 19:30 UTC by the model level minutes earlier), and in brackets "
              "minus the server's own mean "
-             "inference time during that level (its /metrics; same process, same moment).", ""]  # fmt: skip
+             "inference time during that level (its /metrics; same process, same moment). Where measured, that "
+             "last overhead as a multiple of the floor: the HTTP p50 of a bare Litestar app that parses the same "
+             "upload and decodes it, under the same uvicorn, in the same run (`benchmarks/floor_app.py`).", ""]  # fmt: skip
     rows = []
     for e in history:
         in_server = e.get("http_overhead_in_server_ms")
         overhead = f"{e['http_overhead_ms']}" + (f" ({in_server})" if in_server is not None else "")
+        if e.get("overhead_to_floor") is not None:
+            overhead += f"; {e['overhead_to_floor']}x the floor's {e['floor_p50_ms']}"
         http = [e["http_c1_p50_ms"], overhead, e["http_c32_rps"], e["http_c32_p99_ms"]]
         for name, m in e["models"].items():
             default = name == e["default_model"]

@@ -79,6 +79,15 @@ def service_level(model_dir: Path, default_model: str, seconds: float, soak_requ
     return out
 
 
+def floor_level(seconds: float) -> dict:
+    """The bare upload app's HTTP p50 at concurrency 1: what parsing, decoding and answering cost
+    with nothing else (benchmarks/floor_app.py)."""
+    command, env = load.floor_command(load.free_port())
+    with load.run_server(command, env, "/health") as server:
+        load.check_answer(server.url + "/api/v1/predict", SAMPLE)
+        return {"single": {1: load.wrk(server.url + "/api/v1/predict", SAMPLE, 1, seconds)}}
+
+
 def baseline_level(model_json: Path, seconds: float) -> dict:
     command, env = load.baseline_command(load.free_port(), model_json)
     with load.run_server(command, env, "/health") as server:
@@ -157,6 +166,8 @@ def main(argv: list[str] | None = None) -> None:
     results["models"] = {m.stem: bench_model(m, args.export_dir, images, args.runs) for m in models}
     print("service level", flush=True)
     results["service"] = service_level(args.model_dir, default.stem, args.seconds, args.soak_requests, args.runs)
+    print("floor: the bare upload app", flush=True)
+    results["floor"] = floor_level(args.seconds)
     print("overload", flush=True)
     results["overload"] = overload(args.model_dir, args.seconds)
     print("dynamic batching", flush=True)

@@ -81,6 +81,27 @@ def test_the_overhead_is_taken_against_the_model_median_measured_right_after_the
     assert history.record(run, "run", tmp_path / "history.json")[0]["http_overhead_ms"] == 0.75
 
 
+def test_the_overhead_is_a_multiple_of_the_floor_measured_in_the_same_run(tmp_path: Path) -> None:
+    run = results("avx2", 10.0, 12.0, server_mean=9.5)
+    run["floor"] = {"single": {1: {"p50_ms": 1.25}}}
+    entry = history.record(run, "run", tmp_path / "history.json")[0]
+    assert entry["overhead_to_floor"] == 2.0 and entry["floor_p50_ms"] == 1.25
+    default = next(r for r in cpu_table([entry]) if "(default)" in r).split(" | ")
+    assert default[5] == "2.0 (2.5); 2.0x the floor's 1.25"
+
+
+def test_the_floor_app_parses_and_decodes_an_upload() -> None:
+    from litestar.testing import TestClient
+
+    from benchmarks.floor_app import app
+
+    with TestClient(app) as client:
+        answer = client.post(
+            "/api/v1/predict", files={"file": ("ship.jpg", (REPO / "tests/data/cifar/ship.jpg").read_bytes())}
+        )
+    assert answer.status_code == 200 and 0 < answer.json()["mean"] < 255
+
+
 def test_median_now_times_the_served_model_in_a_fresh_process() -> None:
     from benchmarks.model_bench import median_now
 
