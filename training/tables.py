@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-DOCUMENTS = (REPO / "docs" / "MODEL.md",)
+DOCUMENTS = (REPO / "README.md", REPO / "docs" / "MODEL.md")
 
 
 def served(model_dir: Path = REPO / "model") -> list[dict[str, Any]]:
@@ -45,7 +45,20 @@ def accuracy(metas: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-TABLES: dict[str, Callable[[list[dict[str, Any]]], str]] = {"accuracy": accuracy}
+def models(metas: list[dict[str, Any]]) -> str:
+    """The README's summary: what each served file is, its accuracy (int8, as served) and size."""
+    rows = ["| model | what it is | clean hold-out | JPEG test | int8 file |", "| --- | --- | --- | --- | --- |"]
+    for m in metas:
+        acc = m["accuracy"]
+        name = f"**`{m['name']}`** (default)" if m.get("default") else f"`{m['name']}`"
+        title = m.get("title", "").removesuffix(" (int8)")
+        rows.append(f"| {name} | {title} | {_pct(acc.get('lossless_val_int8'))} of "
+                    f"{acc.get('images', {}).get('lossless_val', 0):,} | {_pct(acc.get('test_int8'))} "
+                    f"| {m['size_bytes']['int8'] / 1e6:.1f} MB |")  # fmt: skip
+    return "\n".join(rows)
+
+
+TABLES: dict[str, Callable[[list[dict[str, Any]]], str]] = {"accuracy": accuracy, "models": models}
 
 
 def render(text: str, metas: list[dict[str, Any]]) -> str:
