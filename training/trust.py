@@ -117,7 +117,8 @@ def measure(
     result = {
         "calibration": {
             "temperature": temperature, "method": "temperature scaling of log-probabilities, NLL on validation",
-            "fitted_on": f"validation split, {len(data.val.labels):,} images",
+            "fitted_on": f"{'the clean hold-out, JPEG copies' if data.layout == 'full' else 'validation split'}, "
+                         f"{len(data.val.labels):,} images",
             "test": {"ece_before": round(100 * ece(test_raw, data.test.labels), 2),
                      "ece_after": round(100 * ece(test_cal, data.test.labels), 2),
                      "nll_before": round(nll(test_raw, data.test.labels), 4),
@@ -240,12 +241,16 @@ def main(argv: list[str] | None = None) -> None:
         print(tables(args.model_dir))
         return
 
-    data = load_cifar10(args.data_dir, args.download)
+    # A file trained on every image but the clean hold-out (layout "full") saw the 5,000-image
+    # validation split: its temperature and threshold are fitted on the hold-out's JPEG copies.
+    datasets = {layout: load_cifar10(args.data_dir, args.download, layout=layout) for layout in ("split", "full")}
     ood_images, ood_kinds = ood.build()
-    items = explain_check.composites(data.test.images, data.test.labels, args.explain_count)
+    items = explain_check.composites(datasets["split"].test.images, datasets["split"].test.labels, args.explain_count)
     for path in sorted(args.model_dir.glob("*.onnx")):
         if args.only and path.stem not in args.only:
             continue
+        members = json.loads(path.with_suffix(".json").read_text()).get("members", [{}])
+        data = datasets["full" if all(m.get("layout") == "full" for m in members) else "split"]
         model = load_model(path, threads=2)
         found = measure(model, data, ood_images, ood_kinds, items)
         print(path.stem, json.dumps(found), flush=True)
