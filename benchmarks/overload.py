@@ -31,7 +31,10 @@ def overload(model_dir: Path, seconds: float, queues: dict[str, int] | None = No
                         "unbounded": UNBOUNDED}  # fmt: skip
     out: dict = {}
     for label, max_queue in queues.items():
-        command, env = load.service_command(load.free_port(), model_dir, max_queue=max_queue)
+        # The unbounded server admits by count alone (the longest wait the settings allow), as it
+        # did before admission by time: the comparison shows what each bound buys.
+        wait = {"max_wait_ms": 60_000} if max_queue == UNBOUNDED else {}
+        command, env = load.service_command(load.free_port(), model_dir, max_queue=max_queue, **wait)
         with load.run_server(command, env, "/health/ready") as server:
             url = server.url + "/api/v1/predict"
             load.check_answer(url, SAMPLE)

@@ -144,7 +144,7 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "max_pixels": _between(1, 1_000_000_000), "decode_budget_pixels": _between(1, 4_000_000_000),
     "max_body_bytes_in_flight": _between(1, 16 * _GIB), "max_batch_files": _between(1, 1024),
     "intra_op_threads": _between(1, 256), "inference_workers": _between(1, 256),
-    "max_queue": _between(0, 100_000), "max_wait_ms": _between(1, 60_000), "max_batch": _between(1, 1024), "batch_wait_ms": _between(0, 100),
+    "max_queue": _between(0, 1_000_000), "max_wait_ms": _between(1, 60_000), "max_batch": _between(1, 1024), "batch_wait_ms": _between(0, 100),
     "body_idle_s": _between(0.1, 600), "body_min_rate": _between(0, _GIB), "body_timeout_s": _between(1, 3600),
     "explain_size": _between(32, 1024), "explain_threads": _between(1, 256), "workers": _between(1, 256),
     "port": ((lambda v: isinstance(v, int) and 0 < v < 65536), "must be a port number, 1 to 65535"),
