@@ -65,14 +65,14 @@ def test_the_batchers_task_does_not_carry_a_requests_id(tiny, monkeypatch: pytes
 
 
 def test_admission_by_time_refuses_when_the_expected_wait_is_too_long() -> None:
-    """With one worker busy and recent inference calls of 100 ms, a request that would wait two
-    of them is refused although the count bound (32) is far off; with calls of 1 ms it is let in."""
+    """With one worker busy and answers 100 ms apart lately, a request that would wait two of them
+    is refused although the count bound (32) is far off; with answers 1 ms apart it is let in."""
 
     async def scenario() -> None:
         queue = InferenceQueue(workers=1, max_queue=32, max_batch=8, max_wait_ms=150)
         release = threading.Event()
-        for _ in range(20):
-            queue.service.add(0.100, 1)
+        for _ in range(100):
+            queue.service.add(0.100)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(queue.run, lambda: release.wait(10))
             tasks.start_soon(queue.run, lambda: release.wait(10))
@@ -84,7 +84,7 @@ def test_admission_by_time_refuses_when_the_expected_wait_is_too_long() -> None:
                 await queue.run(lambda: None)
             assert "ms of work" in refused.value.message and queue.reason == "wait"
             for _ in range(200):
-                queue.service.add(0.001, 1)
+                queue.service.add(0.001)
             assert not queue.full()
             release.set()
 
@@ -133,3 +133,25 @@ def test_the_end_of_an_overload_burst_is_logged(
         shed.admitted()
     ended = [r.getMessage() for r in caplog.records if "overload over" in r.getMessage()]
     assert ended and "shed 5 more requests" in ended[0]
+
+
+def test_the_service_time_is_learned_from_answers_given_while_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Answers 40 ms apart with the worker busy teach the queue 40 ms a request; an answer after an
+    idle spell teaches nothing (the gap was idleness, not work)."""
+    import cifar_onnx.serving
+
+    clock = [0.0]
+    monkeypatch.setattr(cifar_onnx.serving.time, "monotonic", lambda: clock[0])
+    queue = InferenceQueue(workers=1, max_queue=100, max_batch=8)
+    for _ in range(200):
+        queue.take()
+        queue.take()  # two inside, one worker: busy
+        clock[0] += 0.040
+        queue.release()
+        clock[0] += 0.040
+        queue.release()
+    assert queue.service.value == pytest.approx(0.040, rel=0.05)
+    clock[0] += 60.0  # idle for a minute, then one request alone
+    queue.take()
+    queue.release()
+    assert queue.service.value == pytest.approx(0.040, rel=0.05)

@@ -14,7 +14,6 @@ import asyncio
 import contextvars
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,7 +42,6 @@ class Batcher:
     workers: CapacityLimiter
     max_batch: int  # Settings.max_batch
     wait_s: float = 0.0
-    on_call: Callable[[float, int], None] | None = None  # (seconds, requests) of each call: the service time
     pending: deque[tuple[np.ndarray, asyncio.Future[Inference]]] = field(default_factory=deque)
     ids: dict[int, str] = field(default_factory=dict)  # id(future) -> its request's id, for the logs
     draining: int = 0
@@ -86,8 +84,6 @@ class Batcher:
                             continue
                         batch = np.concatenate([images for images, _ in taken])
                         probs, seconds = await to_thread.run_sync(timed_predict, self.model, batch)
-                        if self.on_call:
-                            self.on_call(seconds, len(taken))
                     start = 0
                     for images, future in taken:
                         if not future.done():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -49,16 +50,17 @@ class OverloadedError(ServiceError):
 
 
 class ServiceTime:
-    """What one waiting request costs the workers, in seconds: a moving average of each inference
-    call's time divided by the requests it answered (so batching's savings count), measured on
-    this CPU as the service runs. Admission by time needs no per-CPU tuning: the same queue that
-    is short on a slow chip is long on a fast one."""
+    """Seconds between two answers while every worker is busy: a moving average of what one
+    request really costs this service on this CPU, everything included (HTTP, decoding,
+    inference, batching's savings, the event loop's time spent refusing others). A waiting request
+    waits about that long per request ahead of it. Admission by time needs no per-CPU tuning: the
+    same queue that is short on a fast chip is long on a slow one."""
 
-    def __init__(self, initial_s: float = 0.005, weight: float = 0.1):
+    def __init__(self, initial_s: float = 0.005, weight: float = 0.05):
         self.value, self.weight = initial_s, weight
 
-    def add(self, call_seconds: float, requests: int) -> None:
-        self.value += self.weight * (call_seconds / max(1, requests) - self.value)
+    def add(self, seconds: float) -> None:
+        self.value += self.weight * (seconds - self.value)
 
 
 # Set while a request holds the place shed_early gave it, so that `run` does not take a second.
@@ -79,6 +81,7 @@ class InferenceQueue:
                  max_wait_ms: float = 500.0):  # fmt: skip
         self.limiter = CapacityLimiter(workers)  # ONNX Runtime calls at once
         self.max_wait_s, self.service = max_wait_ms / 1000, ServiceTime()
+        self.was_busy, self.last_done = False, 0.0  # the previous answer: was a request waiting then, and when
         self.decoders = CapacityLimiter(workers)  # uploads decoded at once
         self.workers, self.max_queue = workers, max_queue
         self.max_batch, self.batch_wait_s = max_batch, batch_wait_ms / 1000
@@ -93,8 +96,8 @@ class InferenceQueue:
         return max(0, self.inside - self.workers)
 
     def expected_wait_s(self) -> float:
-        """How long a request admitted now would wait for a worker, from recent service times."""
-        return (self.waiting() + 1) * self.service.value / self.workers
+        """How long a request admitted now would wait to be answered, from recent service times."""
+        return (self.waiting() + 1) * self.service.value
 
     def full(self) -> bool:
         """No place for another request: the count bound, or the expected wait past max_wait_ms
@@ -118,6 +121,13 @@ class InferenceQueue:
         self.shed_log.admitted()
 
     def release(self) -> None:
+        """The request is answered. When another request was waiting at the previous answer, it
+        took that worker at once: the gap from then to now is work, not idleness, and is one
+        request's service time at the throughput of all the workers."""
+        now = time.monotonic()
+        if self.was_busy:
+            self.service.add(now - self.last_done)
+        self.was_busy, self.last_done = self.inside > self.workers, now
         self.inside -= 1
 
     @contextmanager
@@ -170,8 +180,7 @@ class InferenceQueue:
 
     def batcher(self, model: ServedModel) -> Batcher:
         if model.name not in self.batchers:
-            self.batchers[model.name] = Batcher(model, self.limiter, self.max_batch, self.batch_wait_s,
-                                                on_call=self.service.add)  # fmt: skip
+            self.batchers[model.name] = Batcher(model, self.limiter, self.max_batch, self.batch_wait_s)
         return self.batchers[model.name]
 
     async def classify(self, files: Sequence[tuple[str | None, bytes]], model: ServedModel, top_k: int,
