@@ -71,7 +71,7 @@ def test_admission_by_time_refuses_when_the_expected_wait_is_too_long() -> None:
     async def scenario() -> None:
         queue = InferenceQueue(workers=1, max_queue=32, max_batch=8, max_wait_ms=150)
         release = threading.Event()
-        for _ in range(100):
+        for _ in range(1000):
             queue.service.add(0.100)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(queue.run, lambda: release.wait(10))
@@ -83,7 +83,7 @@ def test_admission_by_time_refuses_when_the_expected_wait_is_too_long() -> None:
             with pytest.raises(OverloadedError) as refused:
                 await queue.run(lambda: None)
             assert "ms of work" in refused.value.message and queue.reason == "wait"
-            for _ in range(200):
+            for _ in range(1000):
                 queue.service.add(0.001)
             assert not queue.full()
             release.set()
@@ -143,7 +143,7 @@ def test_the_service_time_is_learned_from_answers_given_while_busy(monkeypatch: 
     clock = [0.0]
     monkeypatch.setattr(cifar_onnx.serving.time, "monotonic", lambda: clock[0])
     queue = InferenceQueue(workers=1, max_queue=100, max_batch=8)
-    for _ in range(200):
+    for _ in range(1000):
         queue.take()
         queue.take()  # two inside, one worker: busy
         clock[0] += 0.040

@@ -243,14 +243,17 @@ def main(argv: list[str] | None = None) -> None:
 
     # A file trained on every image but the clean hold-out (layout "full") saw the 5,000-image
     # validation split: its temperature and threshold are fitted on the hold-out's JPEG copies.
-    datasets = {layout: load_cifar10(args.data_dir, args.download, layout=layout) for layout in ("split", "full")}
+    datasets = {"split": load_cifar10(args.data_dir, args.download)}
     ood_images, ood_kinds = ood.build()
     items = explain_check.composites(datasets["split"].test.images, datasets["split"].test.labels, args.explain_count)
     for path in sorted(args.model_dir.glob("*.onnx")):
         if args.only and path.stem not in args.only:
             continue
         members = json.loads(path.with_suffix(".json").read_text()).get("members", [{}])
-        data = datasets["full" if all(m.get("layout") == "full" for m in members) else "split"]
+        layout = "full" if all(m.get("layout") == "full" for m in members) else "split"
+        if layout not in datasets:  # read only when a file needs it (a folder without the hold-out has none)
+            datasets[layout] = load_cifar10(args.data_dir, args.download, layout=layout)
+        data = datasets[layout]
         model = load_model(path, threads=2)
         found = measure(model, data, ood_images, ood_kinds, items)
         print(path.stem, json.dumps(found), flush=True)
