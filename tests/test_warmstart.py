@@ -48,6 +48,7 @@ def served_copy(tmp_path: Path, checkpoint: Path | None) -> Path:
     return path
 
 
+@pytest.mark.slow  # the full-width VGG16-BN through ONNX Runtime and torch: minutes on a slow CPU
 @pytest.mark.dataset
 def test_graph_rebuilt_with_batchnorm_put_back_answers_as_onnx_runtime(tmp_path: Path) -> None:
     train, val = real_images("train", 50), real_images("test", 100)
