@@ -64,27 +64,28 @@ def test_the_batchers_task_does_not_carry_a_requests_id(tiny, monkeypatch: pytes
     assert seen == ["-"]
 
 
-def test_admission_by_time_refuses_when_the_expected_wait_is_too_long() -> None:
-    """With one worker busy and answers 100 ms apart lately, a request that would wait two of them
-    is refused although the count bound (32) is far off; with answers 1 ms apart it is let in."""
+def test_admission_by_time_refuses_while_a_long_queue_stands() -> None:
+    """With one worker busy and every request answered lately after 800 ms inside, a standing
+    queue past max_wait_ms (500): refused although the count bound (32) is far off. Once answers
+    come after 10 ms again (the queue drained), requests are let in."""
 
     async def scenario() -> None:
-        queue = InferenceQueue(workers=1, max_queue=32, max_batch=8, max_wait_ms=150)
+        queue = InferenceQueue(workers=1, max_queue=32, max_batch=8, max_wait_ms=500)
+        now = time.monotonic()
+        for i in range(3):  # three windows of long stays
+            queue.delay.add(0.800, now + i)
         release = threading.Event()
-        for _ in range(1000):
-            queue.service.add(0.100)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(queue.run, lambda: release.wait(10))
-            tasks.start_soon(queue.run, lambda: release.wait(10))
             for _ in range(500):
-                if queue.inside == 2:
+                if queue.inside == 1:
                     break
                 await anyio.sleep(0.01)
             with pytest.raises(OverloadedError) as refused:
                 await queue.run(lambda: None)
-            assert "ms of work" in refused.value.message and queue.reason == "wait"
-            for _ in range(1000):
-                queue.service.add(0.001)
+            assert "inside for 800 ms" in refused.value.message and queue.reason == "wait"
+            for i in range(3, 5):
+                queue.delay.add(0.010, now + i)
             assert not queue.full()
             release.set()
 
@@ -135,23 +136,17 @@ def test_the_end_of_an_overload_burst_is_logged(
     assert ended and "shed 5 more requests" in ended[0]
 
 
-def test_the_service_time_is_learned_from_answers_given_while_busy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Answers 40 ms apart with the worker busy teach the queue 40 ms a request; an answer after an
-    idle spell teaches nothing (the gap was idleness, not work)."""
-    import cifar_onnx.serving
+def test_a_burst_that_drains_is_not_a_standing_queue() -> None:
+    """Within a window, one short stay among long ones (a batch answered at once, a slow request
+    beside quick ones) means the queue drains: the standing delay is the shortest stay."""
+    from cifar_onnx.serving import StandingDelay
 
-    clock = [0.0]
-    monkeypatch.setattr(cifar_onnx.serving.time, "monotonic", lambda: clock[0])
-    queue = InferenceQueue(workers=1, max_queue=100, max_batch=8)
-    for _ in range(1000):
-        queue.take()
-        queue.take()  # two inside, one worker: busy
-        clock[0] += 0.040
-        queue.release()
-        clock[0] += 0.040
-        queue.release()
-    assert queue.service.value == pytest.approx(0.040, rel=0.05)
-    clock[0] += 60.0  # idle for a minute, then one request alone
-    queue.take()
-    queue.release()
-    assert queue.service.value == pytest.approx(0.040, rel=0.05)
+    delay = StandingDelay(window_s=1.0)
+    for i, stay in enumerate([0.9, 0.02, 0.9, 0.9]):
+        delay.add(stay, 10.0 + i * 0.1)
+    delay.add(0.9, 11.5)  # the first window closes
+    assert delay.value == pytest.approx(0.02)
+    for i in range(5):
+        delay.add(0.7, 12.0 + i * 0.1)
+    delay.add(0.7, 13.6)  # a window of long stays only: a queue stands
+    assert delay.value == pytest.approx(0.7)

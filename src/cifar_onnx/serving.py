@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -44,26 +45,30 @@ IN_FLIGHT = Gauge(
 
 
 class OverloadedError(ServiceError):
-    def __init__(self, waiting: int, expected_ms: float):
+    def __init__(self, waiting: int, standing_ms: float):
         super().__init__(503, "overloaded", f"The service is at capacity ({waiting} requests already waiting, "
-                                            f"about {expected_ms:.0f} ms of work); retry in a moment.")  # fmt: skip
+                                            f"recent ones inside for {standing_ms:.0f} ms); retry in a moment.")  # fmt: skip
 
 
-class ServiceTime:
-    """Seconds between two answers while every worker is busy: a moving average of what one
-    request really costs this service on this CPU, everything included (HTTP, decoding,
-    inference, batching's savings, the event loop's time spent refusing others). A waiting request
-    waits about that long per request ahead of it. Admission by time needs no per-CPU tuning: the
-    same queue that is short on a fast chip is long on a slow one."""
+class StandingDelay:
+    """How long requests stay inside (admitted to answered) when a queue stands: the shortest stay
+    among those answered in the last window, as CoDel measures a router's queue. A burst that
+    drains (a batch of eight answered at once, one slow batch request) leaves some short stays and
+    reads as no queue; a queue that stands makes every stay long. It is measured from the answers
+    themselves, so it holds everything a request costs on this CPU (HTTP, decoding, inference, the
+    event loop's time spent refusing others) whatever the mix of requests, and needs no per-CPU
+    tuning: the same queue that is short on a fast chip is long on a slow one."""
 
-    # A slow average (about the last hundred answers): with dynamic batching answers come in bursts,
-    # eight at once then a call's worth of silence, and a short one swung with each burst (measured:
-    # at weight 0.05 it refused 27% of a 32-connection soak whose p99 was half of max_wait_ms).
-    def __init__(self, initial_s: float = 0.005, weight: float = 0.01):
-        self.value, self.weight = initial_s, weight
+    def __init__(self, window_s: float = 1.0):
+        self.window_s, self.value = window_s, 0.0
+        self.window_min, self.window_end = math.inf, 0.0
 
-    def add(self, seconds: float) -> None:
-        self.value += self.weight * (seconds - self.value)
+    def add(self, seconds: float, now: float) -> None:
+        if now >= self.window_end:  # a window closed: its shortest stay is the standing delay
+            if self.window_min < math.inf:
+                self.value = self.window_min
+            self.window_min, self.window_end = math.inf, now + self.window_s
+        self.window_min = min(self.window_min, seconds)
 
 
 # Set while a request holds the place shed_early gave it, so that `run` does not take a second.
@@ -83,8 +88,7 @@ class InferenceQueue:
     def __init__(self, workers: int, max_queue: int, max_batch: int, batch_wait_ms: float = 0.0,
                  max_wait_ms: float = 500.0):  # fmt: skip
         self.limiter = CapacityLimiter(workers)  # ONNX Runtime calls at once
-        self.max_wait_s, self.service = max_wait_ms / 1000, ServiceTime()
-        self.was_busy, self.last_done = False, 0.0  # the previous answer: was a request waiting then, and when
+        self.max_wait_s, self.delay = max_wait_ms / 1000, StandingDelay()
         self.decoders = CapacityLimiter(workers)  # uploads decoded at once
         self.workers, self.max_queue = workers, max_queue
         self.max_batch, self.batch_wait_s = max_batch, batch_wait_ms / 1000
@@ -98,17 +102,13 @@ class InferenceQueue:
     def waiting(self) -> int:
         return max(0, self.inside - self.workers)
 
-    def expected_wait_s(self) -> float:
-        """How long a request admitted now would wait to be answered, from recent service times."""
-        return (self.waiting() + 1) * self.service.value
-
     def full(self) -> bool:
-        """No place for another request: the count bound, or the expected wait past max_wait_ms
-        (with an idle worker nothing waits, whatever the estimate)."""
+        """No place for another request: the count bound, or a standing queue whose requests stay
+        longer than max_wait_ms (with a worker idle nothing waits, whatever was measured)."""
         if self.inside >= self.workers + self.max_queue:
             self.reason = "queue"
             return True
-        if self.inside >= self.workers and self.expected_wait_s() > self.max_wait_s:
+        if self.inside >= self.workers and self.delay.value > self.max_wait_s:
             self.reason = "wait"
             return True
         return False
@@ -116,32 +116,29 @@ class InferenceQueue:
     def refusal(self) -> OverloadedError:
         shed(getattr(self, "reason", "queue"))
         self.shed_log.refused(self.waiting())
-        return OverloadedError(self.waiting(), 1000 * self.expected_wait_s())
+        return OverloadedError(self.waiting(), 1000 * self.delay.value)
 
-    def take(self) -> None:
-        """A place for the request being handled (the caller checked `full`); `release` frees it."""
+    def take(self) -> float:
+        """A place for the request being handled (the caller checked `full`); give the returned
+        time to `release` when it is answered."""
         self.inside += 1
         self.shed_log.admitted()
+        return time.monotonic()
 
-    def release(self) -> None:
-        """The request is answered. When another request was waiting at the previous answer, it
-        took that worker at once: the gap from then to now is work, not idleness, and is one
-        request's service time at the throughput of all the workers."""
+    def release(self, taken_at: float) -> None:
         now = time.monotonic()
-        if self.was_busy:
-            self.service.add(now - self.last_done)
-        self.was_busy, self.last_done = self.inside > self.workers, now
+        self.delay.add(now - taken_at, now)
         self.inside -= 1
 
     @contextmanager
     def place(self) -> Iterator[None]:
-        self.take()
+        taken_at = self.take()
         token = _ADMITTED.set(True)
         try:
             yield
         finally:
             _ADMITTED.reset(token)
-            self.release()
+            self.release(taken_at)
 
     @contextmanager
     def admitted(self) -> Iterator[None]:
@@ -230,24 +227,23 @@ def shed_early(app: ASGIApp) -> ASGIApp:
             return
         # The place is taken when the body has arrived, not before: a client that sends its body
         # slowly (or never) holds no place that a ready request could use (limits.py times it out).
-        holding = False
+        holding: float | None = None  # when the place was taken
 
         async def receive_then_admit() -> Message:
             nonlocal holding
             message = await receive()
-            if not holding and message["type"] == "http.request" and not message.get("more_body", False):
+            if holding is None and message["type"] == "http.request" and not message.get("more_body", False):
                 if queue.full():
                     raise queue.refusal()
-                queue.take()
-                holding = True
+                holding = queue.take()
                 _ADMITTED.set(True)  # this request's task: `admitted` then takes no second place
             return message
 
         try:
             await app(scope, receive_then_admit, send)
         finally:
-            if holding:
-                queue.release()
+            if holding is not None:
+                queue.release(holding)
 
     return middleware
 
