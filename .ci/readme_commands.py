@@ -1,7 +1,7 @@
 """The README's own commands, for CI to run as written (so the two cannot drift apart).
 
-    python3 .ci/readme_commands.py install   # the install line(s) of the README's "### Tests" block
-    python3 .ci/readme_commands.py test      # its full test command (the last pytest line)
+python3 .ci/readme_commands.py install   # the install line(s) of the README's "### Tests" block
+python3 .ci/readme_commands.py test      # its full test command (the last pytest line)
 """
 
 from __future__ import annotations

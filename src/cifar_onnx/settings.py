@@ -49,9 +49,10 @@ class Settings:
     inference_workers: int = field(default_factory=usable_cpus)  # concurrent inference calls (container's CPUs)
     # Requests allowed to wait for an inference worker; past it, 503 at once (overload shedding).
     max_queue: int = 32  # measured with python -m benchmarks.overload (benchmarks/RESULTS.md)
-    # Admission by time as well as count: a request is refused (503) when the wait expected for
-    # it, from the service's recent service times on this CPU, passes this. It bounds the
-    # latency of answered requests on any CPU; the count alone allowed seconds on a slow one.
+    # Admission by time as well as count: a request is refused (503) while a queue stands longer
+    # than this (every request answered in the last second stayed inside longer; serving.py,
+    # StandingDelay). It bounds the latency of answered requests on any CPU; the count alone
+    # allowed seconds on a slow one.
     max_wait_ms: float = 500.0
     # Dynamic batching: a free inference worker takes up to this many waiting images of one model
     # as one call (cifar_onnx.batching; chosen with benchmarks, RESULTS.md), after waiting
