@@ -1,6 +1,6 @@
 """This checkout against the service as it was at a git revision, on this machine, in one run:
 each served model's batch-1 median as that revision's code loads it, and HTTP one image a request
-at concurrency 1 and 32 (issue #17's "same CPU, one run, against today's code and files").
+at concurrency 1 and 32 (the same CPU, in one run, against today's code and files).
 
     python -m benchmarks.against 7add63a            # 3 rounds, 5 s a level
     python -m benchmarks.against 7add63a --rounds 1 --seconds 2

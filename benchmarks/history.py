@@ -36,7 +36,7 @@ def summary(results: dict, source: str) -> dict:
         "default_model": default,
         "models": models,
         "http_c1_p50_ms": c1["p50_ms"],
-        # The service's own cost: HTTP, multipart parsing, decoding, queueing, JSON (issue #17: <= 3 ms).
+        # The service's own cost: HTTP, multipart parsing, decoding, queueing, JSON.
         "http_overhead_ms": round(c1["p50_ms"] - model_ms, 2),
         # The same, against the server's own mean inference time during that level (its /metrics): one
         # process at one moment, where the line above compares two processes run minutes apart.

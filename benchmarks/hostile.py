@@ -3,7 +3,7 @@ the server process itself (its user + system CPU time before and after the reque
 
     python -m benchmarks.hostile          # part of python -m benchmarks.run
 
-The target (issue #18): every refusal below 50 ms of server CPU. The worst accepted upload (an
+The target: every refusal below 50 ms of server CPU. The worst accepted upload (an
 RGBA PNG just under the pixel limit) is measured beside them for scale.
 """
 

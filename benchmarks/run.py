@@ -59,7 +59,7 @@ def service_level(model_dir: Path, default_model: str, seconds: float, soak_requ
             if after[1] > before[1]:
                 mean = 1000 * (after[0] - before[0]) / (after[1] - before[1])
                 out["single"][c]["server_inference_mean_ms"] = round(mean, 3)
-            # ... and the model level's median right after it (issue #17's overhead is p50 minus that).
+            # ... and the model level's median right after it (the overhead is p50 minus that).
             out["single"][c]["model_median_after_ms"] = median_now(model_dir / f"{default_model}.onnx", runs)
         load.wait_idle(server.url)
         out["explain"] = load.wrk(server.url + "/api/v1/explain", SAMPLE, 1, seconds)

@@ -1,4 +1,4 @@
-"""benchmarks.avx2_only: a newer x86 CPU made to look AVX2-only, so issue #17's figures for such
+"""benchmarks.avx2_only: a newer x86 CPU made to look AVX2-only, so the figures for such
 CPUs can be measured where none is at hand. The end-to-end checks need CPUID faulting (Intel, KVM
 guests) and are skipped elsewhere; the int8 kernel check that follows also runs natively."""
 

@@ -71,7 +71,7 @@ def test_an_unknown_fusion_setting_is_refused() -> None:
 
 
 def test_fusion_check_measures_the_served_kernels_against_the_reference(tmp_path: Path) -> None:
-    """training.fusion_check (issue #17's accuracy check, run per CPU): with labels that are the
+    """training.fusion_check (the fused kernels' accuracy check, run per CPU): with labels that are the
     reference kernels' own answers, accuracy as served is exactly the agreement between the two."""
     from tests.tiny_model import write_qdq_conv_model
     from training import fusion_check
