@@ -89,6 +89,7 @@ class InferenceQueue:
                  max_wait_ms: float = 500.0):  # fmt: skip
         self.limiter = CapacityLimiter(workers)  # ONNX Runtime calls at once
         self.max_wait_s, self.delay = max_wait_ms / 1000, StandingDelay()
+        self.reason = "queue"  # why `full` last said so: the refusal is counted under it
         self.decoders = CapacityLimiter(workers)  # uploads decoded at once
         self.workers, self.max_queue = workers, max_queue
         self.max_batch, self.batch_wait_s = max_batch, batch_wait_ms / 1000
@@ -114,7 +115,7 @@ class InferenceQueue:
         return False
 
     def refusal(self) -> OverloadedError:
-        shed(getattr(self, "reason", "queue"))
+        shed(self.reason)
         self.shed_log.refused(self.waiting())
         return OverloadedError(self.waiting(), 1000 * self.delay.value)
 
