@@ -177,3 +177,28 @@ def test_finetune_refuses_a_graph_that_is_not_a_single_vgg(tmp_path: Path) -> No
     done = subprocess.run([sys.executable, "-m", "training.finetune", "--onnx", str(REPO / "model" / "airbench.onnx")],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert done.returncode != 0 and "is not a single VGG16-BN" in done.stderr
+
+
+def test_a_run_cut_off_and_resumed_ends_with_the_same_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--resume continues exactly: batches, augmentation, optimiser, schedule and dropout's RNG."""
+    import torch
+
+    from training.train import parser, train
+
+    data = tiny_folder(tmp_path / "cifar", per_class_train=13, per_class_test=3)
+    monkeypatch.setenv("CIFAR_ONNX_CACHE", str(tmp_path / "cache"))
+    tiny_vgg = '{"model": {"width": 0.125, "resolution": 32, "pretrained": false}, "batch_size": 32}'
+    common = ["--model", "vgg16_bn", "--data-dir", str(data), "--epochs", "2", "--threads", "1",
+              "--precision", "fp32", "--set", tiny_vgg, "--progress-seconds", "60"]  # fmt: skip
+    train(parser().parse_args([*common, "--out", str(tmp_path / "straight")]))
+    train(parser().parse_args([*common, "--out", str(tmp_path / "cut"), "--max-minutes", "1e-9"]))
+    assert not (tmp_path / "cut" / "final.pt").exists(), "the time box should have stopped it after one epoch"
+    train(parser().parse_args([*common, "--out", str(tmp_path / "cut"), "--resume"]))
+
+    straight, cut = (torch.load(tmp_path / r / "final.pt", weights_only=False) for r in ("straight", "cut"))
+    assert straight["model"].keys() == cut["model"].keys()
+    for name, tensor in straight["model"].items():
+        assert torch.equal(tensor, cut["model"][name]), f"{name} differs after the resume"
+    assert [row["train_loss"] for row in straight["state"]["history"]] == [
+        row["train_loss"] for row in cut["state"]["history"]
+    ]

@@ -20,6 +20,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,10 @@ from cifar_onnx.cpu import cpu_model, relevant_flags
 from training import compute as cmp
 from training.batches import random_images, to_float
 from training.compute import Compute
-from training.data import cache_dir, load_cifar10
+from training.data import Cifar10, cache_dir, load_cifar10
 from training.distill import distillation_loss, teacher_probs
 from training.models import VGG16BN, AirbenchNet, create_model
-from training.warmstart import warm_start
+from training.warmstart import WarmStart, warm_start
 
 # ---------------------------------------------------------------------------------------------
 # Recipes: every hyperparameter of a run, one dict per model. The values were chosen on the
@@ -292,11 +293,49 @@ def epochs_for(minutes: float, train_images: int, eval_images: int, speeds: tupl
 
 
 # ---------------------------------------------------------------------------------------------
-# The loop.
+# The loop, as named steps: set up, build, restore, record, then one epoch at a time (train,
+# evaluate, checkpoint) until the schedule ends or the time box would be passed.
 # ---------------------------------------------------------------------------------------------
 
 
-def train(args: argparse.Namespace) -> Path:
+@dataclass
+class Run:
+    """What one training run holds between its steps."""
+
+    args: argparse.Namespace
+    compute: Compute
+    recipe: dict[str, Any]
+    run_dir: Path
+    ckpt: dict[str, Any] | None
+    requested: str
+    data: Cifar10
+    train_x: np.ndarray
+    train_y: np.ndarray
+    bs: int
+    steps_per_epoch: int
+    start: WarmStart | None = None
+    built: Any = None
+    model: nn.Module | None = None
+    opt: torch.optim.Optimizer | None = None
+    lookahead: Lookahead | None = None
+    teachers: list[str] = field(default_factory=list)
+    teacher: torch.Tensor | None = None
+    alpha: float = 0.0
+    state: dict[str, Any] = field(
+        default_factory=lambda: {"epoch": 0, "step": 0, "wall": 0.0, "cpu": 0.0, "history": []}
+    )
+
+    @property
+    def total_steps(self) -> int:
+        return self.recipe["epochs"] * self.steps_per_epoch
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.run_dir / "last.pt"
+
+
+def set_up(args: argparse.Namespace) -> Run:
+    """The recipe (a resumed run keeps its own), seeds, precision for this machine, and the data."""
     compute = cmp.setup(args.device, "auto")  # joins the process group under torchrun
     recipe = {**RECIPES[args.model], **json.loads(args.set or "{}")}
     if args.epochs:
@@ -321,190 +360,246 @@ def train(args: argparse.Namespace) -> Path:
         train_x, train_y = train_x[keep], train_y[keep]
     bs = min(recipe["batch_size"], len(train_x))
     steps_per_epoch = len(train_x) // bs  # drop the ragged last batch: BN wants full batches
+    return Run(args, compute, recipe, run_dir, ckpt, requested, data, train_x, train_y, bs, steps_per_epoch)
 
-    start = None if ckpt else warm_start(args.init_from, train_x, data.val, args.threads) if args.init_from else None
+
+def size_cycle(run: Run) -> None:
+    """One whole schedule (warm-up, peak, anneal to the end value) that fits the time given, so
+    that the run ends in a finished model rather than being cut mid-schedule."""
+    args, compute, data = run.args, run.compute, run.data
+    speeds = measure_speed(run.model, run.recipe, run.train_x, run.bs // compute.world, compute)
+    evaluated = len(data.val.labels) + len(data.test.labels) + (len(data.lossless.clean.labels) if data.lossless else 0)
+    epochs = epochs_for(args.cycle_minutes, run.steps_per_epoch * run.bs, evaluated,
+                        (speeds[0] * compute.world, speeds[1]))  # fmt: skip
+    run.recipe["epochs"] = cmp.broadcast(compute, epochs)
+    run.recipe["cycle"] = {"minutes": args.cycle_minutes, "train_images_per_s": round(speeds[0] * compute.world, 1),
+                           "eval_images_per_s": round(speeds[1], 1)}  # fmt: skip
+    print(f"cycle of {args.cycle_minutes} min: {speeds[0] * compute.world:.0f} train / {speeds[1]:.0f} eval "
+          f"images/s here -> {run.recipe['epochs']} epochs", flush=True)  # fmt: skip
+
+
+def build(run: Run) -> None:
+    """The network (from the registry or a served graph), its data-fitted parts, the optimiser and
+    the teacher's answers."""
+    args, compute, ckpt = run.args, run.compute, run.ckpt
+    start = (
+        None
+        if ckpt
+        else warm_start(args.init_from, run.train_x, run.data.val, args.threads)
+        if args.init_from
+        else None
+    )
     if start:  # the network and its options come from the served graph (or its checkpoint)
-        recipe["model"] = {**recipe["model"], **start.options}
+        run.recipe["model"] = {**run.recipe["model"], **start.options}
         built = start.built
     else:
-        built = create_model(args.model, **recipe["model"])
-    model = built.model.to(compute.device, memory_format=torch.channels_last)
+        built = create_model(args.model, **run.recipe["model"])
+    run.start, run.built = start, built
+    run.model = model = built.model.to(compute.device, memory_format=torch.channels_last)
     if args.cycle_minutes and not ckpt:
-        # One whole schedule (warm-up, peak, anneal to the end value) that fits the time given,
-        # so that the run ends in a finished model rather than being cut mid-schedule.
-        speeds = measure_speed(model, recipe, train_x, bs // compute.world, compute)
-        evaluated = (
-            len(data.val.labels) + len(data.test.labels) + (len(data.lossless.clean.labels) if data.lossless else 0)
-        )
-        epochs = epochs_for(args.cycle_minutes, steps_per_epoch * bs, evaluated,
-                            (speeds[0] * compute.world, speeds[1]))  # fmt: skip
-        recipe["epochs"] = cmp.broadcast(compute, epochs)
-        recipe["cycle"] = {"minutes": args.cycle_minutes, "train_images_per_s": round(speeds[0] * compute.world, 1),
-                           "eval_images_per_s": round(speeds[1], 1)}  # fmt: skip
-        print(f"cycle of {args.cycle_minutes} min: {speeds[0] * compute.world:.0f} train / {speeds[1]:.0f} eval "
-              f"images/s here -> {recipe['epochs']} epochs", flush=True)  # fmt: skip
-    total_steps = recipe["epochs"] * steps_per_epoch
+        size_cycle(run)
     if isinstance(model, AirbenchNet) and not start:
-        model.init_whitening(to_float(random_images(train_x, 5000, args.seed)).to(compute.device))
+        model.init_whitening(to_float(random_images(run.train_x, 5000, args.seed)).to(compute.device))
     if isinstance(model, VGG16BN) and model.bn_from_data and not ckpt:
-        model.fit_bn_statistics(to_float(random_images(train_x, 2000, args.seed)).to(compute.device))
-    opt = make_optimizer(model, recipe)
-    lookahead = Lookahead(model) if recipe["lookahead"] else None
-    state = {"epoch": 0, "step": 0, "wall": 0.0, "cpu": 0.0, "history": []}
-    teachers = ckpt.get("teachers", []) if ckpt else [str(Path(t)) for t in args.teacher or []]
-    alpha = recipe.get("distill_alpha", 0.0) if teachers else 0.0
-    teacher = None
-    if teachers:  # rank 0 computes and caches the teacher's answers; the others then read them
+        model.fit_bn_statistics(to_float(random_images(run.train_x, 2000, args.seed)).to(compute.device))
+    run.opt = make_optimizer(model, run.recipe)
+    run.lookahead = Lookahead(model) if run.recipe["lookahead"] else None
+    run.teachers = ckpt.get("teachers", []) if ckpt else [str(Path(t)) for t in args.teacher or []]
+    run.alpha = run.recipe.get("distill_alpha", 0.0) if run.teachers else 0.0
+    if run.teachers:  # rank 0 computes and caches the teacher's answers; the others then read them
         for turn in (True, False):
             if compute.main == turn:
-                teacher = torch.from_numpy(teacher_probs([Path(t) for t in teachers], train_x, args.threads))
+                run.teacher = torch.from_numpy(
+                    teacher_probs([Path(t) for t in run.teachers], run.train_x, args.threads)
+                )
             cmp.barrier(compute)
 
-    if ckpt:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        if lookahead:
-            lookahead.ema = ckpt["lookahead"]
-        state = ckpt["state"]
-        print(f"resumed from {ckpt_path} at epoch {state['epoch']}", flush=True)
-    elif (run_dir / "metrics.jsonl").exists() and compute.main:
-        (run_dir / "metrics.jsonl").unlink()
 
+def restore(run: Run) -> None:
+    """Continue exactly where the checkpoint stopped; a fresh run starts a fresh log."""
+    ckpt = run.ckpt
+    if ckpt:
+        run.model.load_state_dict(ckpt["model"])
+        run.opt.load_state_dict(ckpt["optimizer"])
+        if run.lookahead:
+            run.lookahead.ema = ckpt["lookahead"]
+        run.state = ckpt["state"]
+        if "torch_rng" in ckpt:  # dropout draws from it (older checkpoints did not keep it)
+            torch.set_rng_state(ckpt["torch_rng"])
+        print(f"resumed from {run.ckpt_path} at epoch {run.state['epoch']}", flush=True)
+    elif (run.run_dir / "metrics.jsonl").exists() and run.compute.main:
+        (run.run_dir / "metrics.jsonl").unlink()
+
+
+def write_record(run: Run) -> None:
+    """run.json: the command, recipe, data, machine and precision; each resume adds its own."""
+    args, compute, data, built = run.args, run.compute, run.data, run.built
     record = {"command": " ".join([Path(sys.executable).name, "-m", "training.train", *sys.argv[1:]]),
               "model": args.model, "init": built.init, "pretrained": built.pretrained,
-              "recipe": recipe, "data": data.source, "layout": data.layout, "train_images": len(train_x),
+              "recipe": run.recipe, "data": data.source, "layout": data.layout, "train_images": len(run.train_x),
               "val_images": len(data.val.labels),
               "lossless_images": len(data.lossless.clean.labels) if data.lossless else 0,
               "seed": args.seed, "threads": args.threads,
-              "precision": {"requested": requested, "used": compute.precision}, "compute": compute.describe(),
+              "precision": {"requested": run.requested, "used": compute.precision}, "compute": compute.describe(),
               "environment": environment()}  # fmt: skip
-    if start:
-        record["warm_start"] = start.record
-    if teachers:
+    if run.start:
+        record["warm_start"] = run.start.record
+    if run.teachers:
         record["distillation"] = {"teachers": [{"file": Path(t).name, "sha256": hashlib.sha256(Path(t).read_bytes()).hexdigest()}
-                                               for t in teachers],
-                                  "alpha": alpha, "temperature": recipe["distill_temperature"]}  # fmt: skip
-    if ckpt and (run_dir / "run.json").exists():  # keep the command that started the run
-        first = json.loads((run_dir / "run.json").read_text())
-        record["resumed"] = [*first.get("resumed", []), {"command": record["command"], "at_epoch": state["epoch"],
+                                               for t in run.teachers],
+                                  "alpha": run.alpha, "temperature": run.recipe["distill_temperature"]}  # fmt: skip
+    if run.ckpt and (run.run_dir / "run.json").exists():  # keep the command that started the run
+        first = json.loads((run.run_dir / "run.json").read_text())
+        record["resumed"] = [*first.get("resumed", []), {"command": record["command"], "at_epoch": run.state["epoch"],
                                                            "threads": args.threads, "precision": compute.precision,
                                                            "environment": environment()}]  # fmt: skip
         for key in ("command", "threads", "precision", "compute"):  # what the run started with; each resume its own
             record[key] = first.get(key, record[key])
     if compute.main:
-        (run_dir / "run.json").write_text(json.dumps(record, indent=2))
+        (run.run_dir / "run.json").write_text(json.dumps(record, indent=2))
     hardware = (
         compute.describe().get("gpu") or f"{cpu_model()}, {' '.join(relevant_flags()) or 'no avx2/avx512/amx flags'}"
     )
-    print(f"{args.model}: {built.init}; {len(train_x)} train images, {total_steps} steps; {compute.device}, "
-          f"{compute.world} process(es), precision {compute.precision} ({requested}; {hardware})", flush=True)  # fmt: skip
+    print(f"{args.model}: {built.init}; {len(run.train_x)} train images, {run.total_steps} steps; {compute.device}, "
+          f"{compute.world} process(es), precision {compute.precision} ({run.requested}; {hardware})", flush=True)  # fmt: skip
 
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
-    started_wall, started_cpu = time.time() - state["wall"], time.process_time() - state["cpu"]
+
+def head_warmup(run: Run, body: list[nn.Parameter], step: int) -> None:
+    """During the head-only warm-up the body is frozen and its pretrained BatchNorm statistics kept."""
+    warmup = run.recipe["head_warmup_steps"]
+    if step < warmup:
+        for p in body:
+            p.requires_grad = False
+        for m in run.model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    elif warmup and step == warmup:
+        for p in body:
+            p.requires_grad = True
+        run.model.train()
+
+
+def train_epoch(
+    run: Run, trained: nn.Module, loss_fn: nn.Module, body: list[nn.Parameter]
+) -> tuple[int, float, int, float]:
+    """One pass over the training images; (images seen, loss sum, right answers, last lr)."""
+    args, recipe, compute, model, opt, state = run.args, run.recipe, run.compute, run.model, run.opt, run.state
+    epoch, bs = state["epoch"], run.bs
+    gen = torch.Generator().manual_seed(args.seed * 1000 + epoch)  # same batches on resume
+    order = torch.randperm(len(run.train_x), generator=gen)[: run.steps_per_epoch * bs]
+    if isinstance(model, AirbenchNet):  # the whitening bias learns early, then is frozen
+        model.whiten.bias.requires_grad = epoch < recipe["whiten_bias_epochs"]
+    model.train()
+    seen, loss_sum, correct, lr = 0, 0.0, 0, 0.0
+    bar = tqdm(range(run.steps_per_epoch), desc=f"epoch {epoch + 1}/{recipe['epochs']}", disable=not compute.main,
+               mininterval=args.progress_seconds, file=sys.stdout)  # fmt: skip
+    for i in bar:
+        head_warmup(run, body, state["step"])
+        lr = set_lr(opt, recipe, state["step"], run.total_steps)
+        idx = order[i * bs : (i + 1) * bs]
+        # Every process augments the whole batch (same generator), then takes its share.
+        x = augment(to_float(run.train_x[idx.numpy()]), idx, epoch, recipe, args.seed, gen)
+        share = slice(compute.rank, None, compute.world)
+        idx, x = idx[share], x[share].to(compute.device, non_blocking=True)
+        y = torch.from_numpy(run.train_y[idx.numpy()]).to(compute.device, non_blocking=True)
+        with compute.autocast():
+            logits = trained(x)
+            if run.teacher is None:
+                loss = loss_fn(logits.float(), y)
+            else:
+                loss = distillation_loss(logits.float(), y, run.teacher[idx].to(compute.device), run.alpha,
+                                         recipe["distill_temperature"], recipe["label_smoothing"])  # fmt: skip
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        state["step"] += 1
+        if run.lookahead and state["step"] % 5 == 0:
+            run.lookahead.update(model, 0.95**5 * (state["step"] / run.total_steps) ** 3)
+        seen += len(y)
+        loss_sum += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", lr=f"{lr:.2e}", refresh=False)
+    bar.close()
+    if run.lookahead and state["step"] == run.total_steps:
+        run.lookahead.update(model, 1.0)  # the last step: take the averaged weights
+    seen, loss_sum, correct = cmp.sum_all(compute, seen, loss_sum, correct)
+    return seen, loss_sum, correct, lr
+
+
+def log_and_save(run: Run, trained_on: tuple[int, float, int, float], clock: tuple[float, float]) -> None:
+    """Rank 0: the epoch's row (train, validation, test and clean hold-out) and the checkpoint."""
+    seen, loss_sum, correct, lr = trained_on
+    model, data, state, compute = run.model, run.data, run.state, run.compute
+    val_loss, val_acc = evaluate(model, data.val.images, data.val.labels, compute=compute)
+    test_loss, test_acc = evaluate(model, data.test.images, data.test.labels, compute=compute)
+    state["wall"], state["cpu"] = time.time() - clock[0], time.process_time() - clock[1]
+    row = {"epoch": state["epoch"], "train_loss": loss_sum / seen, "train_acc": 100 * correct / seen,
+           "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
+           "lr": lr, "wall_s": round(state["wall"], 1), "cpu_s": round(state["cpu"], 1)}  # fmt: skip
+    if data.lossless:  # the clean hold-out: what users' photos look like
+        row["lossless_loss"], row["lossless_acc"] = evaluate(
+            model, data.lossless.clean.images, data.lossless.clean.labels, compute=compute
+        )
+    state["history"].append(row)
+    with open(run.run_dir / "metrics.jsonl", "a") as log:
+        log.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
+    save_atomic({"model": model.state_dict(), "optimizer": run.opt.state_dict(),
+                 "lookahead": run.lookahead.ema if run.lookahead else None, "state": state,
+                 "recipe": run.recipe, "name": run.args.model, "init": run.built.init,
+                 "pretrained": run.built.pretrained, "teachers": run.teachers,
+                 "torch_rng": torch.get_rng_state()}, run.ckpt_path)  # fmt: skip
+
+
+def finish(run: Run) -> None:
+    """final.pt, with every data-parallel process's weight digest (they must agree: the tests check)."""
+    ranks = cmp.digests(run.compute, run.model)
+    if run.compute.main:
+        state = run.state
+        state["weights_digest_per_process"] = ranks
+        torch.save({"model": run.model.state_dict(), "name": run.args.model, "recipe": run.recipe,
+                    "init": run.built.init, "pretrained": run.built.pretrained, "state": state},
+                   run.run_dir / "final.pt")  # fmt: skip
+        print(f"done: {run.run_dir / 'final.pt'}; {state['wall'] / 60:.1f} min wall, {state['cpu'] / 60:.1f} min CPU")
+    cmp.finish(run.compute)
+
+
+def train(args: argparse.Namespace) -> Path:
+    run = set_up(args)
+    build(run)
+    restore(run)
+    write_record(run)
+    model, state, compute = run.model, run.state, run.compute
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=run.recipe["label_smoothing"])
+    clock = (time.time() - state["wall"], time.process_time() - state["cpu"])
     session_start = time.time()
     head_ids = {id(p) for p in model.head.parameters()}
     body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
-    warmup = recipe["head_warmup_steps"]
     # DDP under torchrun; the model itself otherwise.
-    trained = cmp.wrap(model, compute, frozen_at_times=bool(warmup or recipe["whiten_bias_epochs"]))
+    frozen = bool(run.recipe["head_warmup_steps"] or run.recipe["whiten_bias_epochs"])
+    trained = cmp.wrap(model, compute, frozen_at_times=frozen)
 
-    while state["epoch"] < recipe["epochs"]:
-        epoch = state["epoch"]
+    while state["epoch"] < run.recipe["epochs"]:
         epoch_start = time.time()
-        gen = torch.Generator().manual_seed(args.seed * 1000 + epoch)  # same batches on resume
-        order = torch.randperm(len(train_x), generator=gen)[: steps_per_epoch * bs]
-        if isinstance(model, AirbenchNet):  # the whitening bias learns early, then is frozen
-            model.whiten.bias.requires_grad = epoch < recipe["whiten_bias_epochs"]
-        model.train()
-        seen, loss_sum, correct = 0, 0.0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{recipe['epochs']}", disable=not compute.main,
-                   mininterval=args.progress_seconds, file=sys.stdout)  # fmt: skip
-        for i in bar:
-            step = state["step"]
-            if step < warmup:  # head only; the pretrained BatchNorm statistics are kept as they are
-                for p in body:
-                    p.requires_grad = False
-                for m in model.modules():
-                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                        m.eval()
-            elif warmup and step == warmup:
-                for p in body:
-                    p.requires_grad = True
-                model.train()
-            lr = set_lr(opt, recipe, step, total_steps)
-            idx = order[i * bs : (i + 1) * bs]
-            # Every process augments the whole batch (same generator), then takes its share.
-            x = augment(to_float(train_x[idx.numpy()]), idx, epoch, recipe, args.seed, gen)
-            share = slice(compute.rank, None, compute.world)
-            idx, x = idx[share], x[share].to(compute.device, non_blocking=True)
-            y = torch.from_numpy(train_y[idx.numpy()]).to(compute.device, non_blocking=True)
-            with compute.autocast():
-                logits = trained(x)
-                if teacher is None:
-                    loss = loss_fn(logits.float(), y)
-                else:
-                    loss = distillation_loss(logits.float(), y, teacher[idx].to(compute.device), alpha,
-                                             recipe["distill_temperature"], recipe["label_smoothing"])  # fmt: skip
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            state["step"] += 1
-            if lookahead and state["step"] % 5 == 0:
-                lookahead.update(model, 0.95**5 * (state["step"] / total_steps) ** 3)
-            seen += len(y)
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            bar.set_postfix(
-                loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", lr=f"{lr:.2e}", refresh=False
-            )
-        bar.close()
-        if lookahead and state["step"] == total_steps:
-            lookahead.update(model, 1.0)  # the last step: take the averaged weights
-        seen, loss_sum, correct = cmp.sum_all(compute, seen, loss_sum, correct)
-
+        trained_on = train_epoch(run, trained, loss_fn, body)
         state["epoch"] += 1
         if compute.main:
-            val_loss, val_acc = evaluate(model, data.val.images, data.val.labels, compute=compute)
-            test_loss, test_acc = evaluate(model, data.test.images, data.test.labels, compute=compute)
-            state["wall"], state["cpu"] = time.time() - started_wall, time.process_time() - started_cpu
-            row = {"epoch": state["epoch"], "train_loss": loss_sum / seen, "train_acc": 100 * correct / seen,
-                   "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
-                   "lr": lr, "wall_s": round(state["wall"], 1), "cpu_s": round(state["cpu"], 1)}  # fmt: skip
-            if data.lossless:  # the clean hold-out: what users' photos look like
-                row["lossless_loss"], row["lossless_acc"] = evaluate(
-                    model, data.lossless.clean.images, data.lossless.clean.labels, compute=compute
-                )
-            state["history"].append(row)
-            with open(run_dir / "metrics.jsonl", "a") as log:
-                log.write(json.dumps(row) + "\n")
-            print(json.dumps(row), flush=True)
-            save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                         "lookahead": lookahead.ema if lookahead else None, "state": state,
-                         "recipe": recipe, "name": args.model, "init": built.init,
-                         "pretrained": built.pretrained, "teachers": teachers}, ckpt_path)  # fmt: skip
+            log_and_save(run, trained_on, clock)
         cmp.barrier(compute)
-
         epoch_minutes = (time.time() - epoch_start) / 60
         used = (time.time() - session_start) / 60
-        stop = args.max_minutes and used + epoch_minutes > args.max_minutes and state["epoch"] < recipe["epochs"]
+        stop = args.max_minutes and used + epoch_minutes > args.max_minutes and state["epoch"] < run.recipe["epochs"]
         if cmp.broadcast(compute, stop):
             print(f"stopping: another epoch (~{epoch_minutes:.1f} min) would pass --max-minutes; "
                   f"--resume continues", flush=True)  # fmt: skip
             cmp.finish(compute)
-            return run_dir
-
-    # Data-parallel processes must end with the same weights: recorded, and checked by the tests.
-    ranks = cmp.digests(compute, model)
-    if compute.main:
-        state["weights_digest_per_process"] = ranks
-        torch.save({"model": model.state_dict(), "name": args.model, "recipe": recipe, "init": built.init,
-                    "pretrained": built.pretrained, "state": state}, run_dir / "final.pt")  # fmt: skip
-        print(f"done: {run_dir / 'final.pt'}; {state['wall'] / 60:.1f} min wall, {state['cpu'] / 60:.1f} min CPU")
-    cmp.finish(compute)
-    return run_dir
+            return run.run_dir
+    finish(run)
+    return run.run_dir
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (the documents' commands are checked against it)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="airbench", choices=sorted(RECIPES))
     p.add_argument("--data-dir", help="image-folder CIFAR-10 (train/<class>, test/<class>); env CIFAR10_DIR")
@@ -548,7 +643,11 @@ def main(argv: list[str] | None = None) -> None:
         help="served ONNX graph(s) to distil from (repeat for an ensemble); cached answers",
     )
     p.add_argument("--progress-seconds", type=float, default=30, help="progress bar refresh interval")
-    train(p.parse_args(argv))
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    train(parser().parse_args(argv))
 
 
 if __name__ == "__main__":
