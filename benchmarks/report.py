@@ -71,19 +71,21 @@ def cpu_table(history: list[dict]) -> list[str]:
     return [*lines, *_table(header, rows), ""]
 
 
-def write_report(results: dict, path: Path, history: list[dict] | None = None) -> None:
-    m, service = results["machine"], results["service"]
-    lines = ["# Benchmark results", "",
-             f"Written by `python -m benchmarks.run` on {m['date']}. Machine: {m['cpu']}, {m['cores']} cores, "
-             f"{m['memory_gb']} GiB, {m['os']}; Python {m['python']}, onnxruntime {m['onnxruntime']}"
-             + (f", torch {m['torch']}" if "torch" in m else "") + ". Shared cloud machine: figures vary run to run "
-             "by 10-20%.", ""]  # fmt: skip
+def _header(results: dict) -> list[str]:
+    m = results["machine"]
+    return ["# Benchmark results", "",
+            f"Written by `python -m benchmarks.run` on {m['date']}. Machine: {m['cpu']}, {m['cores']} cores, "
+            f"{m['memory_gb']} GiB, {m['os']}; Python {m['python']}, onnxruntime {m['onnxruntime']}"
+            + (f", torch {m['torch']}" if "torch" in m else "") + ". Shared cloud machine: figures vary run to run "
+            "by 10-20%.", ""]  # fmt: skip
 
-    lines += ["## Model level", "",
-              "Same model, same inputs (the test samples, decoded), one process each. Batch-1 latency over "
-              f"{results['settings']['runs']} calls after warm-up; throughput at batch 64; cold start = fresh "
-              "process spawn (interpreter start), imports, model load, first prediction and exit, timed from "
-              "outside, best of 3; peak RSS (VmHWM) of that process.", ""]  # fmt: skip
+
+def _models(results: dict) -> list[str]:
+    lines = ["## Model level", "",
+             "Same model, same inputs (the test samples, decoded), one process each. Batch-1 latency over "
+             f"{results['settings']['runs']} calls after warm-up; throughput at batch 64; cold start = fresh "
+             "process spawn (interpreter start), imports, model load, first prediction and exit, timed from "
+             "outside, best of 3; peak RSS (VmHWM) of that process.", ""]  # fmt: skip
     for name, runtimes in results["models"].items():
         torch_ms = runtimes.get("PyTorch eager fp32", {}).get("batch1_1t", {}).get("median_ms")
         rows = []
@@ -97,15 +99,18 @@ def write_report(results: dict, path: Path, history: list[dict] | None = None) -
                          "batch 1, 2 threads: median ms", "batch 64, 1 thread: img/s", "batch 64, 2 threads: img/s",
                          "cold start s", "peak RSS MB"], rows)  # fmt: skip
         lines.append("")
+    return lines
 
-    base = results.get("baseline")
-    lines += ["## Service level", "",
-              "The real server (`cifar-onnx serve`: uvicorn, 1 worker, ORT int8 with 1 intra-op thread per call, "
-              "2 inference threads) on loopback, loaded by `wrk` (closed loop: each connection sends its next "
-              f"request when the last is answered) for {results['settings']['seconds']} s per level, POSTing a "
-              "CIFAR-10 test JPEG as multipart. Client and server share the same 2 cores."
-              + (" Baseline: the same model in PyTorch eager inside Flask (`benchmarks/baseline_app.py`), "
-                 "measured in the same run; ratios are ours against it." if base else ""), ""]  # fmt: skip
+
+def _service(results: dict) -> list[str]:
+    service, base = results["service"], results.get("baseline")
+    lines = ["## Service level", "",
+             "The real server (`cifar-onnx serve`: uvicorn, 1 worker, ORT int8 with 1 intra-op thread per call, "
+             "2 inference threads) on loopback, loaded by `wrk` (closed loop: each connection sends its next "
+             f"request when the last is answered) for {results['settings']['seconds']} s per level, POSTing a "
+             "CIFAR-10 test JPEG as multipart. Client and server share the same 2 cores."
+             + (" Baseline: the same model in PyTorch eager inside Flask (`benchmarks/baseline_app.py`), "
+                "measured in the same run; ratios are ours against it." if base else ""), ""]  # fmt: skip
     rows = []
     for c, r in service["single"].items():
         b = base["single"].get(c) if base else None
@@ -125,34 +130,43 @@ def write_report(results: dict, path: Path, history: list[dict] | None = None) -
             for c, r in service["batch8"].items()]  # fmt: skip
     lines += ["### `POST /api/v1/predict/batch` (8 images a request)", "",
               *_table(["concurrency", "p50 ms", "p95 ms", "p99 ms", "requests/s", "images/s", "errors"], rows), ""]  # fmt: skip
+    return lines + _explain(service) + _soak(service, base)
 
+
+def _explain(service: dict) -> list[str]:
     explain, c1 = service.get("explain"), service["single"][1]
-    if explain:
-        lines += ["### `POST /api/v1/explain` against `POST /api/v1/predict` (default model, concurrency 1)", "",
-                  "Explain runs the model on 17 images (the photo and 16 with one patch covered), split over two "
-                  "ONNX Runtime calls, and encodes a 256x256 PNG.", "",
-                  *_table(["route", "p50 ms", "p99 ms", "requests/s", "errors"],
-                          [["predict", c1["p50_ms"], c1["p99_ms"], c1["rps"], c1["errors"]],
-                           ["explain", explain["p50_ms"], explain["p99_ms"], explain["rps"], explain["errors"]]]),
-                  "", f"Explain costs {explain['p50_ms'] / c1['p50_ms']:.1f}x a predict call at the median "
-                  "(target: within 10x).", ""]  # fmt: skip
+    if not explain:
+        return []
+    return ["### `POST /api/v1/explain` against `POST /api/v1/predict` (default model, concurrency 1)", "",
+            "Explain runs the model on 17 images (the photo and 16 with one patch covered), split over two "
+            "ONNX Runtime calls, and encodes a 256x256 PNG.", "",
+            *_table(["route", "p50 ms", "p99 ms", "requests/s", "errors"],
+                    [["predict", c1["p50_ms"], c1["p99_ms"], c1["rps"], c1["errors"]],
+                     ["explain", explain["p50_ms"], explain["p99_ms"], explain["rps"], explain["errors"]]]),
+            "", f"Explain costs {explain['p50_ms'] / c1['p50_ms']:.1f}x a predict call at the median "
+            "(target: within 10x).", ""]  # fmt: skip
 
+
+def _soak(service: dict, base: dict | None) -> list[str]:
     soak = service["soak"]
     growth = soak["rss_end_mb"] - soak["rss_start_mb"]
-    lines += ["### Soak and memory", "",
-              f"- Soak: {soak['requests']:,} requests at concurrency 32 in {soak['seconds']:.0f} s "
-              f"({soak['rps']} requests/s), {soak['errors']} errors, p50 {soak['p50_ms']} ms, p99 {soak['p99_ms']} ms.",
-              f"- Server RSS (process tree): idle {service['rss_idle_mb']} MB, after the load levels "
-              f"{service['rss_after_levels_mb']} MB; during the soak {soak['rss_start_mb']} MB at the first sample and "
-              f"{soak['rss_end_mb']} MB at the last ({growth:+.1f} MB; min {min(soak['rss_samples_mb'] or [0])}, "
-              f"max {max(soak['rss_samples_mb'] or [0])}); after it {service['rss_after_soak_mb']} MB.",
-              f"- Cold start to ready (process start until `/health/ready` answers 200, model loaded and warmed up): "
-              f"{', '.join(f'{s:.2f}' for s in service['cold_start_s'])} s.",
-              *( [f"- Baseline RSS: idle {base['rss_idle_mb']} MB, after load {base['rss_after_mb']} MB; "
-                  f"ready after {base['ready_s']:.2f} s."] if base else []), ""]  # fmt: skip
+    return ["### Soak and memory", "",
+            f"- Soak: {soak['requests']:,} requests at concurrency 32 in {soak['seconds']:.0f} s "
+            f"({soak['rps']} requests/s), {soak['errors']} errors, p50 {soak['p50_ms']} ms, p99 {soak['p99_ms']} ms.",
+            f"- Server RSS (process tree): idle {service['rss_idle_mb']} MB, after the load levels "
+            f"{service['rss_after_levels_mb']} MB; during the soak {soak['rss_start_mb']} MB at the first sample and "
+            f"{soak['rss_end_mb']} MB at the last ({growth:+.1f} MB; min {min(soak['rss_samples_mb'] or [0])}, "
+            f"max {max(soak['rss_samples_mb'] or [0])}); after it {service['rss_after_soak_mb']} MB.",
+            f"- Cold start to ready (process start until `/health/ready` answers 200, model loaded and warmed up): "
+            f"{', '.join(f'{s:.2f}' for s in service['cold_start_s'])} s.",
+            *( [f"- Baseline RSS: idle {base['rss_idle_mb']} MB, after load {base['rss_after_mb']} MB; "
+                f"ready after {base['ready_s']:.2f} s."] if base else []), ""]  # fmt: skip
 
-    default = results["models"][results["default_model"]]
-    int8 = default["ORT int8"]["batch1_1t"]["median_ms"]
+
+def _targets(results: dict) -> list[str]:
+    service = results["service"]
+    soak = service["soak"]
+    int8 = results["models"][results["default_model"]]["ORT int8"]["batch1_1t"]["median_ms"]
     # The PyTorch runtime needs the members' training checkpoints; when the default's are not on
     # this machine, the ratio is shown for a served model whose checkpoints are.
     compared = next((n for n in [results["default_model"], *results["models"]]
@@ -175,67 +189,83 @@ def write_report(results: dict, path: Path, history: list[dict] | None = None) -
          soak["requests"] >= 50_000 and soak["errors"] == 0),
         ("cold start to ready", "< 2 s", f"{min(service['cold_start_s']):.2f} s", min(service["cold_start_s"]) < 2),
     ]  # fmt: skip
-    if "overload" in results:
-        lines += ["## Overload: shedding against an unbounded queue", "",
-                  "One server process, default model, `benchmarks/flood.py` (closed loop: each connection sends "
-                  "its next upload when the last answer arrives, like wrk, but timing every answer; wrk's "
-                  "percentiles are wrong when most answers are fast refusals, see its docstring) at 64, 128 and "
-                  f"256 connections for {results['settings']['seconds']} s each, on the same 2 cores as the server. "
-                  "p50/p99 are of all answers (200 and 503 alike); the accepted answers' own p99 is beside them. "
-                  "`/health/ready` was polled 4 times a second during each level.", ""]  # fmt: skip
-        rows = []
-        for label, run in results["overload"].items():
-            for c, r in run["levels"].items():
-                accepted_p99 = r.get("accepted_latency", {}).get("p99_ms")
-                rows.append([f"{label} (max_queue {run['max_queue']:,})", c, r["p50_ms"], r["p99_ms"], r["accepted"],
-                             accepted_p99, r["shed_503"], r["socket_errors"],
-                             f"{r['health_not_200']}/{r['health_checks']}"])  # fmt: skip
-        header = ["server", "connections", "p50 ms", "p99 ms", "answered 200", "200s' p99 ms", "shed (503)",
-                  "socket errors", "/health/ready not 200"]  # fmt: skip
-        lines += [*_table(header, rows), ""]
-    if "scale" in results:
-        scale = results["scale"]
-        kill = scale["kill"]
-        lines += ["## Scale-out: the compose `scale` profile (3 replicas behind nginx)", "",
-                  "Run by `.ci/container-check.sh` (`python -m benchmarks.scale`) on the same machine: every "
-                  "container shares its 2 cores, so more replicas cannot add throughput here; what the profile "
-                  "shows is that the proxy spreads load and survives a replica's death.", "",
-                  f"- Load through the proxy, predictions answered per replica (its own `/metrics`): "
-                  f"{', '.join(f'{k}: {v:.0f}' for k, v in scale['spread']['per_replica'].items())}.",
-                  f"- One replica SIGKILLed under load (wrk, 8 connections): {kill['load']['requests']:,} requests, "
-                  f"**{kill['failed']} failed**; the replica was restarted by its restart policy "
-                  f"({kill['victim_restarts']}x) and all three were healthy again {kill['load']['recovered_in_s']} s "
-                  "after the kill.", ""]  # fmt: skip
-        if "replicas" in scale:
-            lines += [
-                *_table(
-                    ["replicas", "requests/s (c=16)", "p50 ms", "p99 ms", "errors"],
-                    [[n, r["rps"], r["p50_ms"], r["p99_ms"], r["errors"]] for n, r in scale["replicas"].items()],
-                ),
-                "",
-            ]
-    if "batching" in results:
-        sweep = results["batching"]
-        lines += ["## Dynamic batching: `CIFAR_ONNX_MAX_BATCH`", "",
-                  "`benchmarks/batching.py`: one server per setting, default model, one image a request (wrk, "
-                  f"{results['settings']['seconds']} s a level); images per ONNX Runtime call from the server's "
-                  f"`/metrics` over the concurrency-32 level. The shipped default is {sweep['default_max_batch']}; "
-                  "1 is the service without batching.", ""]  # fmt: skip
-        rows = [[m, r[1]["p50_ms"], r[1]["rps"], r[32]["p50_ms"], r[32]["p99_ms"], r[32]["rps"], r[32]["errors"],
-                 r[32]["images_per_call"]] for m, r in sweep["runs"].items()]  # fmt: skip
-        header = ["max_batch", "c=1 p50 ms", "c=1 req/s", "c=32 p50 ms", "c=32 p99 ms", "c=32 req/s", "c=32 errors",
-                  "c=32 images per call"]  # fmt: skip
-        lines += [*_table(header, rows), ""]
-    lines += against_section()
-    lines += cpu_table(history or [])
-    if "hostile" in results:
-        lines += ["## Hostile uploads: server CPU per refusal", "",
-                  "`benchmarks/hostile.py`: each kind sent 20 times to one server process with the default settings; "
-                  "the server's own user + system CPU time per request (target: every refusal under 50 ms).", "",
-                  *_table(["upload", "status", "server CPU ms each"],
-                          [[k, ", ".join(map(str, v["status"])), v["server_cpu_ms"]] for k, v in results["hostile"].items()]),
-                  ""]  # fmt: skip
-    lines += ["## Targets", "",
-              *_table(["what", "target", "measured", "met"], [[w, t, v, "yes" if ok else "**no**"] for w, t, v, ok in targets]),
-              ""]  # fmt: skip
+    return ["## Targets", "",
+            *_table(["what", "target", "measured", "met"], [[w, t, v, "yes" if ok else "**no**"] for w, t, v, ok in targets]),
+            ""]  # fmt: skip
+
+
+def _overload(results: dict) -> list[str]:
+    if "overload" not in results:
+        return []
+    lines = ["## Overload: shedding against an unbounded queue", "",
+             "One server process, default model, `benchmarks/flood.py` (closed loop: each connection sends "
+             "its next upload when the last answer arrives, like wrk, but timing every answer; wrk's "
+             "percentiles are wrong when most answers are fast refusals, see its docstring) at 64, 128 and "
+             f"256 connections for {results['settings']['seconds']} s each, on the same 2 cores as the server. "
+             "p50/p99 are of all answers (200 and 503 alike); the accepted answers' own p99 is beside them. "
+             "`/health/ready` was polled 4 times a second during each level.", ""]  # fmt: skip
+    rows = []
+    for label, run in results["overload"].items():
+        for c, r in run["levels"].items():
+            accepted_p99 = r.get("accepted_latency", {}).get("p99_ms")
+            rows.append([f"{label} (max_queue {run['max_queue']:,})", c, r["p50_ms"], r["p99_ms"], r["accepted"],
+                         accepted_p99, r["shed_503"], r["socket_errors"],
+                         f"{r['health_not_200']}/{r['health_checks']}"])  # fmt: skip
+    header = ["server", "connections", "p50 ms", "p99 ms", "answered 200", "200s' p99 ms", "shed (503)",
+              "socket errors", "/health/ready not 200"]  # fmt: skip
+    return [*lines, *_table(header, rows), ""]
+
+
+def _scale(results: dict) -> list[str]:
+    if "scale" not in results:
+        return []
+    scale = results["scale"]
+    kill = scale["kill"]
+    lines = ["## Scale-out: the compose `scale` profile (3 replicas behind nginx)", "",
+             "Run by `.ci/container-check.sh` (`python -m benchmarks.scale`) on the same machine: every "
+             "container shares its 2 cores, so more replicas cannot add throughput here; what the profile "
+             "shows is that the proxy spreads load and survives a replica's death.", "",
+             f"- Load through the proxy, predictions answered per replica (its own `/metrics`): "
+             f"{', '.join(f'{k}: {v:.0f}' for k, v in scale['spread']['per_replica'].items())}.",
+             f"- One replica SIGKILLed under load (wrk, 8 connections): {kill['load']['requests']:,} requests, "
+             f"**{kill['failed']} failed**; the replica was restarted by its restart policy "
+             f"({kill['victim_restarts']}x) and all three were healthy again {kill['load']['recovered_in_s']} s "
+             "after the kill.", ""]  # fmt: skip
+    if "replicas" in scale:
+        rows = [[n, r["rps"], r["p50_ms"], r["p99_ms"], r["errors"]] for n, r in scale["replicas"].items()]
+        lines += [*_table(["replicas", "requests/s (c=16)", "p50 ms", "p99 ms", "errors"], rows), ""]
+    return lines
+
+
+def _batching(results: dict) -> list[str]:
+    if "batching" not in results:
+        return []
+    sweep = results["batching"]
+    lines = ["## Dynamic batching: `CIFAR_ONNX_MAX_BATCH`", "",
+             "`benchmarks/batching.py`: one server per setting, default model, one image a request (wrk, "
+             f"{results['settings']['seconds']} s a level); images per ONNX Runtime call from the server's "
+             f"`/metrics` over the concurrency-32 level. The shipped default is {sweep['default_max_batch']}; "
+             "1 is the service without batching.", ""]  # fmt: skip
+    rows = [[m, r[1]["p50_ms"], r[1]["rps"], r[32]["p50_ms"], r[32]["p99_ms"], r[32]["rps"], r[32]["errors"],
+             r[32]["images_per_call"]] for m, r in sweep["runs"].items()]  # fmt: skip
+    header = ["max_batch", "c=1 p50 ms", "c=1 req/s", "c=32 p50 ms", "c=32 p99 ms", "c=32 req/s", "c=32 errors",
+              "c=32 images per call"]  # fmt: skip
+    return [*lines, *_table(header, rows), ""]
+
+
+def _hostile(results: dict) -> list[str]:
+    if "hostile" not in results:
+        return []
+    return ["## Hostile uploads: server CPU per refusal", "",
+            "`benchmarks/hostile.py`: each kind sent 20 times to one server process with the default settings; "
+            "the server's own user + system CPU time per request (target: every refusal under 50 ms).", "",
+            *_table(["upload", "status", "server CPU ms each"],
+                    [[k, ", ".join(map(str, v["status"])), v["server_cpu_ms"]] for k, v in results["hostile"].items()]),
+            ""]  # fmt: skip
+
+
+def write_report(results: dict, path: Path, history: list[dict] | None = None) -> None:
+    """RESULTS.md, section by section in the order a reader needs them."""
+    lines = [*_header(results), *_models(results), *_service(results), *_overload(results), *_scale(results),
+             *_batching(results), *against_section(), *cpu_table(history or []), *_hostile(results), *_targets(results)]  # fmt: skip
     path.write_text("\n".join(lines))
