@@ -117,7 +117,8 @@ def table(candidates: dict[str, Answers], chosen: str) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (the documents' commands are checked against it)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--candidate", type=Path, action="append", required=True, help="served model path, no suffix")
     p.add_argument("--combine", action="store_true", help="also every average of two or more candidates")
@@ -126,6 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lossless-dir", help="the clean hold-out; env CIFAR10_LOSSLESS_DIR")
     p.add_argument("--download", action="store_true")
     p.add_argument("--threads", type=int, default=2)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser()
     args = p.parse_args(argv)
     data = load_cifar10(args.data_dir, args.download, args.lossless_dir)
     if data.lossless is None:

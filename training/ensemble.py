@@ -99,7 +99,8 @@ def rank(members: list[Path], data: Cifar10, threads: int = 2) -> list[tuple[flo
     return sorted(rows, key=lambda row: (-row[0], -row[1]))
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (the documents' commands are checked against it)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--member", type=Path, action="append", required=True, help="served model path without suffix")
     p.add_argument("--name", help="writes <out>/<name>.onnx and .json")
@@ -110,6 +111,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir", help="image-folder CIFAR-10; env CIFAR10_DIR")
     p.add_argument("--download", action="store_true")
     p.add_argument("--threads", type=int, default=2)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser()
     argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
     if len(args.member) < 2:

@@ -370,7 +370,8 @@ def write_served(out: Path, name: str, int8: Path, results: dict[str, dict[str, 
 # ---------------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (the documents' commands are checked against it)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, action="append", required=True, help="run directory (repeat: ensemble)")
     p.add_argument("--name", default="cifar10", help="served model name: writes <out>/<name>.onnx and .json")
@@ -385,7 +386,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--limit", type=int, default=0, help="evaluate on N random val/test images (tests)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--float-depthwise", action="store_true", help=f"keep in float: {FLOAT_DEPTHWISE}")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     torch.set_num_threads(args.threads)
 
     loaded = [load_run(run) for run in args.run]

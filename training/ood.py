@@ -146,10 +146,15 @@ def build(seed: int = 0, save_to: Path | None = None) -> tuple[np.ndarray, np.nd
     return np.stack(images), np.asarray(kinds)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (the documents' commands are checked against it)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=cache_dir() / "ood")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     images, kinds = build(save_to=args.out)
     names, counts = np.unique(kinds, return_counts=True)
     print(

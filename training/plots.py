@@ -100,7 +100,8 @@ def mistakes(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, path: Pa
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (the documents' commands are checked against it)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, action="append", default=[], help="run directory: training curves")
     p.add_argument("--history", type=Path, action="append", default=[], help="a saved <name>-history.json: "
@@ -110,7 +111,11 @@ def main(argv: list[str] | None = None) -> None:
                    "puts two or more runs on one CPU-time axis")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("docs/img"))
     p.add_argument("--data-dir")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     histories = {path.name.removesuffix("-history.json"): json.loads(path.read_text()) for path in args.history}
     for run in args.run:

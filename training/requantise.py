@@ -107,7 +107,8 @@ def weight_range(path: Path) -> tuple[int, int]:
     return min(int(v.min()) for v in values), max(int(v.max()) for v in values)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (the documents' commands are checked against it)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", required=True, help="a served model: model/<name>.onnx and .json")
     p.add_argument("--model-dir", type=Path, default=Path("model"))
@@ -124,7 +125,11 @@ def main(argv: list[str] | None = None) -> None:
         default=AGREEMENT,
         help="share of validation answers the recovered graph must share with the int8 one",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     source = args.model_dir / f"{args.name}.onnx"
     meta: dict[str, Any] = json.loads(source.with_suffix(".json").read_text())
     data = load_cifar10(args.data_dir, args.download)

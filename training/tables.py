@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-DOCUMENTS = (REPO / "README.md", REPO / "docs" / "MODEL.md")
+DOCUMENTS = (REPO / "README.md", REPO / "README.uk.md", REPO / "docs" / "MODEL.md")
 
 
 def served(model_dir: Path = REPO / "model") -> list[dict[str, Any]]:
@@ -58,7 +58,123 @@ def models(metas: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-TABLES: dict[str, Callable[[list[dict[str, Any]]], str]] = {"accuracy": accuracy, "models": models}
+def _networks(metas: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(file name, member) for every served file that is one network (ensembles reuse theirs)."""
+    return [(m["name"], m["members"][0]) for m in metas if len(m.get("members", [])) == 1]
+
+
+def _schedule(recipe: dict[str, Any]) -> str:
+    start, warm, end = recipe["schedule"]
+    shape = recipe.get("schedule_shape", "linear")
+    return f"{start:g}x → 1x over {warm:.0%} of steps, {shape} → {end:g}x"
+
+
+def _optimiser(recipe: dict[str, Any]) -> str:
+    if recipe["optimizer"] == "adamw":
+        return f"AdamW, lr {recipe['lr']:g} (body {recipe['body_lr_scale']:.2g}x)"
+    nesterov = "Nesterov, " if recipe.get("nesterov") else ""
+    return f"SGD, {nesterov}momentum {recipe['momentum']:g}, lr {recipe['lr']:g}"
+
+
+def _augmentation(recipe: dict[str, Any]) -> str:
+    parts = [f"flip ({recipe['flip']})", f"translate {recipe['translate']} px"]
+    return ", ".join(parts + ([f"cutout {recipe['cutout']} px"] if recipe.get("cutout") else []))
+
+
+def _distillation(recipe: dict[str, Any]) -> str:
+    if not recipe.get("distill_alpha"):
+        return "none"
+    return f"from served files, weight {recipe['distill_alpha']:g}, T {recipe['distill_temperature']:g}"
+
+
+RECIPE_ROWS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "start": lambda mb: mb["init"].split(" (which began as")[0],
+    "training images": lambda mb: (
+        "48,000 (all but the clean hold-out)" if mb.get("layout") == "full" else "45,000 (split)"
+    ),
+    "input side": lambda mb: f"{mb['recipe']['model'].get('resolution', 32)} px",
+    "epochs, batch": lambda mb: f"{mb['epochs']}, {mb['recipe']['batch_size']}",
+    "optimiser": lambda mb: _optimiser(mb["recipe"]),
+    "weight decay": lambda mb: f"{mb['recipe']['weight_decay']:g}",
+    "learning-rate schedule": lambda mb: _schedule(mb["recipe"]),
+    "label smoothing": lambda mb: f"{mb['recipe']['label_smoothing']:g}",
+    "augmentation": lambda mb: _augmentation(mb["recipe"]),
+    "weight averaging": lambda mb: "Lookahead EMA" if mb["recipe"].get("lookahead") else "none",
+    "distillation": lambda mb: _distillation(mb["recipe"]),
+    "precision": lambda mb: (mb.get("precision") or {}).get("used", "fp32"),
+    "test-time views": lambda mb: {0: "1", 1: "2 (mirror)", 2: "6 (mirror, 1-px shifts)"}[int(mb["tta"])],
+    "wall / CPU minutes": lambda mb: f"{mb['wall_minutes']:.0f} / {mb['cpu_minutes']:.0f}",
+}
+
+
+def recipes(metas: list[dict[str, Any]]) -> str:
+    """How each served network was trained, read from the recipe its metadata recorded."""
+    nets = _networks(metas)
+    rows = ["| | " + " | ".join(f"`{name}`" for name, _ in nets) + " |", "| --- " * (len(nets) + 1) + "|"]
+    rows += [f"| {label} | " + " | ".join(row(mb) for _, mb in nets) + " |" for label, row in RECIPE_ROWS.items()]
+    return "\n".join(rows)
+
+
+def int8(metas: list[dict[str, Any]]) -> str:
+    """What int8 costs: test accuracy and file size of the fp32 export against the served int8 file."""
+    rows = ["| served model | JPEG test fp32 | JPEG test int8 | weight bits | parameters | GFLOP / image (with TTA) "
+            "| file fp32 | file int8 |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for m in metas:
+        acc, size = m["accuracy"], m["size_bytes"]
+        fp32 = f"{size['fp32'] / 1e6:.1f} MB" if "fp32" in size else "not exported"
+        rows.append(f"| `{m['name']}` | {_pct(acc.get('test_fp32'))} | {_pct(acc['test_int8'])} "
+                    f"| {m['quantization'].get('weight_bits', 8)} | {m['parameters'] / 1e6:.2f} M "
+                    f"| {m['flops_per_image'] / 1e9:.2f} | {fp32} | {size['int8'] / 1e6:.1f} MB |")  # fmt: skip
+    return "\n".join(rows)
+
+
+def calibration(metas: list[dict[str, Any]]) -> str:
+    """Temperature scaling, on the JPEG test set (15 equal-width bins)."""
+    rows = ["| model | temperature | fitted on | ECE before | ECE after | NLL before | NLL after |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    rows += [f"| `{m['name']}` | {c['temperature']} | {c['fitted_on']} | {c['test']['ece_before']}% "
+             f"| {c['test']['ece_after']}% | {c['test']['nll_before']} | {c['test']['nll_after']} |"
+             for m in metas for c in [m["calibration"]]]  # fmt: skip
+    return "\n".join(rows)
+
+
+def unsure(metas: list[dict[str, Any]]) -> str:
+    """The two out-of-distribution scores measured for each model; the served one first."""
+    rows = ["| model | score | threshold | CIFAR-10 test flagged | its errors flagged | OOD flagged | AUROC "
+            "| FPR at 95% TPR | OOD flagged by kind |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for m in metas:
+        u = m["unsure"]
+        for name, d in [("evidence spread (served)", u), *u["other_scores"].items()]:
+            kinds = ", ".join(f"{k} {v:.0f}%" for k, v in d["ood_flagged_by_kind"].items())
+            errors = f"{u['test_errors_flagged']}%" if d is u else ""
+            rows.append(f"| `{m['name']}` | {name} | {d['threshold']:.3f} | {d['test_flagged']}% | {errors} | "
+                        f"{d['ood_flagged']}% | {d['auroc']:.3f} | {d['fpr_at_95_tpr']}% | {kinds} |")  # fmt: skip
+    return "\n".join(rows)
+
+
+def explain(metas: list[dict[str, Any]]) -> str:
+    """The explanation check: how often the map's peak lies on a pasted object."""
+    rows = ["| model | pasted-object hit rate | plain background | noise background | canvases |",
+            "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    rows += [f"| `{m['name']}` | {h['all']}% | {h['plain']}% | {h['noise']}% | {h['count']} |"
+             for m in metas for h in [m["explain"]["pasted_object_hit_rate"]]]  # fmt: skip
+    return "\n".join(rows)
+
+
+def per_class(metas: list[dict[str, Any]]) -> str:
+    """JPEG test accuracy per class, int8 as served."""
+    classes = metas[0]["classes"]
+    rows = ["| model | " + " | ".join(classes) + " |", "| --- " * (len(classes) + 1) + "|"]
+    rows += [f"| `{m['name']}` | " + " | ".join(f"{m['per_class_test_int8'][c]:.1f}" for c in classes) + " |"
+             for m in metas]  # fmt: skip
+    return "\n".join(rows)
+
+
+TABLES: dict[str, Callable[[list[dict[str, Any]]], str]] = {
+    "per_class": per_class,
+    "accuracy": accuracy, "models": models, "recipes": recipes, "int8": int8,
+    "calibration": calibration, "unsure": unsure, "explain": explain,
+}  # fmt: skip
 
 
 def render(text: str, metas: list[dict[str, Any]]) -> str:
@@ -69,10 +185,15 @@ def render(text: str, metas: list[dict[str, Any]]) -> str:
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line (the documents' commands are checked against it)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check", action="store_true", help="only compare; exit 1 on a difference")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     metas, stale = served(), []
     for doc in DOCUMENTS:
         text = doc.read_text()

@@ -35,6 +35,7 @@ from cifar_onnx.registry import ServedModel, load_model
 from cifar_onnx.trust import apply_temperature, evidence
 from training import explain_check, ood
 from training.data import cache_dir, load_cifar10
+from training.tables import calibration, explain, served, unsure
 
 BINS = 15
 TPR = 0.95
@@ -200,31 +201,13 @@ def reliability_plot(
 
 
 def tables(model_dir: Path) -> str:
-    """The markdown tables of docs/MODEL.md, from the metadata that `main` wrote."""
-    metas = [json.loads(p.read_text()) for p in sorted(model_dir.glob("*.json"))]
-    rows = [
-        "| model | temperature | ECE before | ECE after | NLL before | NLL after |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    rows += [f"| `{m['name']}` | {c['temperature']} | {c['test']['ece_before']}% | {c['test']['ece_after']}% | "
-             f"{c['test']['nll_before']} | {c['test']['nll_after']} |" for m in metas for c in [m["calibration"]]]  # fmt: skip
-    rows += ["", "| model | score | threshold | CIFAR-10 test flagged | its errors flagged | OOD flagged | AUROC | "
-             "FPR at 95% TPR | OOD flagged by kind |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-    for m in metas:
-        u = m["unsure"]
-        for name, d in [("evidence spread (served)", u), *u["other_scores"].items()]:
-            kinds = ", ".join(f"{k} {v:.0f}%" for k, v in d["ood_flagged_by_kind"].items())
-            errors = f"{u['test_errors_flagged']}%" if d is u else ""
-            rows.append(f"| `{m['name']}` | {name} | {d['threshold']:.3f} | {d['test_flagged']}% | {errors} | "
-                        f"{d['ood_flagged']}% | {d['auroc']:.3f} | {d['fpr_at_95_tpr']}% | {kinds} |")  # fmt: skip
-    rows += ["", "| model | pasted-object hit rate | plain background | noise background | canvases |",
-             "| --- | --- | --- | --- | --- |"]  # fmt: skip
-    rows += [f"| `{m['name']}` | {h['all']}% | {h['plain']}% | {h['noise']}% | {h['count']} |"
-             for m in metas for h in [m["explain"]["pasted_object_hit_rate"]]]  # fmt: skip
-    return "\n".join(rows)
+    """docs/MODEL.md's trust tables, rendered from the metadata that `main` wrote."""
+    metas = served(model_dir)
+    return "\n\n".join(make(metas) for make in (calibration, unsure, explain))
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (the documents' commands are checked against it)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", type=Path, default=Path("model"))
     p.add_argument("--explain-count", type=int, default=300, help="pasted-object canvases per model")
@@ -236,7 +219,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="print, do not write the metadata")
     p.add_argument("--tables", action="store_true", help="only print docs/MODEL.md's tables from the metadata")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     if args.tables:
         print(tables(args.model_dir))
         return
