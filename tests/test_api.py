@@ -268,3 +268,34 @@ def test_wrong_method_is_405_with_allow(client: TestClient) -> None:
     response = client.get("/api/v1/predict")
     assert response.status_code == 405 and "POST" in response.headers["allow"]
     assert response.json()["error"] == "method_not_allowed"
+
+
+def test_unknown_route_and_a_failure_nobody_expected_answer_in_the_same_shape(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = client.get("/api/v1/nothing-here")
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+
+    def broken(metadata: dict) -> dict:
+        raise RuntimeError("/secret/path must not leak")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("cifar_onnx.api.public_metadata", broken)
+        answer = client.get("/api/v1/models")
+    assert answer.status_code == 500 and answer.json()["error"] == "internal_error"
+    assert "secret" not in answer.text
+    assert client.get("/api/v1/models").status_code == 200, "the service keeps serving"
+
+
+def test_the_most_specific_translation_answers_each_error_type() -> None:
+    from litestar.exceptions import NotFoundException
+
+    from cifar_onnx.errors import ServiceError, to_error
+    from cifar_onnx.preprocess import CorruptImageError
+    from cifar_onnx.registry import UnknownModelError
+
+    request = type("Request", (), {"method": "GET", "url": type("URL", (), {"path": "/x"})(), "scope": {}})()
+    assert to_error(ServiceError(408, "request_timeout", "slow"), request).error == "request_timeout"
+    assert to_error(CorruptImageError("truncated"), request).status == 422
+    assert to_error(UnknownModelError("no model 'x'"), request).error == "unknown_model"
+    assert to_error(NotFoundException(), request).error == "not_found"

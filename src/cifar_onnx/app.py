@@ -11,6 +11,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins.htmx import HTMXPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.static_files import create_static_files_router
@@ -18,7 +19,7 @@ from litestar.template import TemplateConfig
 
 from cifar_onnx import __version__, preprocess
 from cifar_onnx.api import PredictionController
-from cifar_onnx.errors import json_error_handler
+from cifar_onnx.errors import exception_handlers, json_error
 from cifar_onnx.health import HealthController, MetricsController
 from cifar_onnx.limits import upload_limits
 from cifar_onnx.logs import log, logging_config, request_ids
@@ -86,7 +87,8 @@ def create_app(settings: Settings | None = None, wait_for_models: bool = False) 
         },
         state=State({"store": store, "settings": settings}),
         lifespan=[lifespan],
-        exception_handlers={Exception: json_error_handler},
+        plugins=[HTMXPlugin()],
+        exception_handlers=exception_handlers(json_error),
         request_max_body_size=settings.max_request_bytes,
         multipart_form_part_limit=settings.max_batch_files + 16,
         template_config=TemplateConfig(directory=Path(settings.web_dir) / "templates", engine=JinjaTemplateEngine),

@@ -7,7 +7,9 @@ Nothing leaks a stack trace; an unexpected failure is logged and answered 500.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -34,11 +36,11 @@ class ErrorBody:
     message: str  # a sentence that says what was wrong and what to send instead
 
 
-class ServiceError(Exception):
-    """A refusal raised by our own handlers."""
+class ServiceError(HTTPException):
+    """A refusal raised by our own code: an HTTP error with a stable code beside its status."""
 
     def __init__(self, status: int, error: str, message: str):
-        super().__init__(message)
+        super().__init__(detail=message, status_code=status)
         self.status, self.error, self.message = status, error, message
 
 
@@ -75,32 +77,58 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
     return {s: ResponseSpec(data_container=ErrorBody, description=meaning[s]) for s in statuses}
 
 
-def image_error(exc: ImageError) -> ErrorBody:
+def image_error(exc: ImageError, request: Request | None = None) -> ErrorBody:
     if isinstance(exc, DecoderBusyError):
         shed("decoder")
     return ErrorBody(exc.status_code, _IMAGE_CODES.get(type(exc), "bad_image"), str(exc))
 
 
-def to_error(exc: Exception, request: Request) -> ErrorBody:
-    """Map any exception to the body we answer with."""
-    if isinstance(exc, ServiceError):
-        return ErrorBody(exc.status, exc.error, exc.message)
-    if isinstance(exc, ImageError):
-        return image_error(exc)
-    if isinstance(exc, UnknownModelError):
-        return ErrorBody(400, "unknown_model", str(exc.args[0]))
-    if isinstance(exc, ValidationException) or (isinstance(exc, HTTPException) and exc.status_code == 400):
-        return ErrorBody(400, "bad_request", _explain_validation(exc, request))
-    if isinstance(exc, HTTPException):
-        if exc.status_code == 413:
-            limit = request.route_handler.resolve_request_max_body_size() if "route_handler" in request.scope else None
-            where = f" of {limit:,} bytes" if limit else ""
-            return ErrorBody(413, "payload_too_large", f"The request is larger than the limit{where}.")
-        return ErrorBody(exc.status_code, _code_for(exc.status_code), str(exc.detail))
+def _service_error(exc: ServiceError, request: Request) -> ErrorBody:
+    return ErrorBody(exc.status, exc.error, exc.message)
+
+
+def _unknown_model(exc: UnknownModelError, request: Request) -> ErrorBody:
+    return ErrorBody(400, "unknown_model", str(exc.args[0]))
+
+
+def _validation(exc: ValidationException, request: Request) -> ErrorBody:
+    return ErrorBody(400, "bad_request", _explain_validation(exc, request))
+
+
+def _http(exc: HTTPException, request: Request) -> ErrorBody:
+    """Litestar's own refusals (routing, body size, its 400s) in our shape."""
+    if exc.status_code == 400:
+        return _validation(exc, request)
+    if exc.status_code == 413:
+        limit = request.route_handler.resolve_request_max_body_size() if "route_handler" in request.scope else None
+        where = f" of {limit:,} bytes" if limit else ""
+        return ErrorBody(413, "payload_too_large", f"The request is larger than the limit{where}.")
+    return ErrorBody(exc.status_code, _code_for(exc.status_code), str(exc.detail))
+
+
+def _internal(exc: Exception, request: Request) -> ErrorBody:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return ErrorBody(
         HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "An internal error occurred; it has been logged."
     )
+
+
+# One translation per error type; Litestar (and `to_error`) pick the most specific one by the
+# exception's class hierarchy, so a new error type is a new entry, not another branch.
+TRANSLATIONS: dict[type[Exception], Callable[[Any, Request], ErrorBody]] = {
+    ServiceError: _service_error,
+    ImageError: image_error,
+    UnknownModelError: _unknown_model,
+    ValidationException: _validation,
+    HTTPException: _http,
+    Exception: _internal,
+}
+
+
+def to_error(exc: Exception, request: Request) -> ErrorBody:
+    """The body an exception is answered with: its most specific translation."""
+    translate = next(TRANSLATIONS[cls] for cls in type(exc).__mro__ if cls in TRANSLATIONS)
+    return translate(exc, request)
 
 
 def _code_for(status: int) -> str:
@@ -127,6 +155,21 @@ def error_headers(exc: Exception, status: int) -> dict[str, str]:
     return headers
 
 
-def json_error_handler(request: Request, exc: Exception) -> Response[ErrorBody]:
-    body = to_error(exc, request)
+Render = Callable[[Request, Exception, ErrorBody], Response]
+
+
+def exception_handlers(render: Render) -> dict[type[Exception], Callable[[Request, Exception], Response]]:
+    """A handler per error type, each translating with its own entry and answering with `render`
+    (JSON for the API, the page's error fragment for the page)."""
+
+    def handler_for(translate: Callable[[Any, Request], ErrorBody]) -> Callable[[Request, Exception], Response]:
+        def handle(request: Request, exc: Exception) -> Response:
+            return render(request, exc, translate(exc, request))
+
+        return handle
+
+    return {cls: handler_for(translate) for cls, translate in TRANSLATIONS.items()}
+
+
+def json_error(request: Request, exc: Exception, body: ErrorBody) -> Response[ErrorBody]:
     return Response(body, status_code=body.status, media_type=MediaType.JSON, headers=error_headers(exc, body.status))

@@ -15,10 +15,11 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import Cookie, UploadFile
 from litestar.di import NamedDependency
 from litestar.params import Body
+from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
 from litestar.response import Template
 
 from cifar_onnx.classify import Prediction
-from cifar_onnx.errors import ErrorBody, ServiceError, error_headers, image_error, to_error
+from cifar_onnx.errors import ErrorBody, ServiceError, error_headers, exception_handlers, image_error, to_error
 from cifar_onnx.i18n import LANGUAGES, TEXT, class_name, pick_language
 from cifar_onnx.registry import ModelStore
 from cifar_onnx.serving import MULTIPART, InferenceQueue, explain_upload, read_upload, served
@@ -52,11 +53,14 @@ def page_context(store: ModelStore, lang: str, **extra: Any) -> dict[str, Any]:
             "class_name": lambda label: class_name(label, lang), "cards": None, "error": None, **extra}  # fmt: skip
 
 
-def render(request: Request, context: dict[str, Any], status: int = 200, fragment: str = "_result.html") -> Template:
+def render(
+    request: HTMXRequest, context: dict[str, Any], status: int = 200, fragment: str = "_result.html"
+) -> Template:
     """The fragment for HTMX, the whole page for a plain form post; the language is remembered."""
-    name = fragment if request.headers.get("hx-request") == "true" else "index.html"
     cookie = Cookie(key="lang", value=context["lang"], max_age=365 * 24 * 3600, samesite="lax")
-    return Template(template_name=name, context=context, status_code=status, cookies=[cookie])
+    if request.htmx:
+        return HTMXTemplate(template_name=fragment, context=context, status_code=status, cookies=[cookie])
+    return Template(template_name="index.html", context=context, status_code=status, cookies=[cookie])
 
 
 def language(request: Request, form_lang: str | None = None) -> str:
@@ -64,17 +68,16 @@ def language(request: Request, form_lang: str | None = None) -> str:
                          request.headers.get("accept-language"))  # fmt: skip
 
 
-def page_error(request: Request, exc: Exception) -> Response:
-    """Errors on page routes raised before the handler (such as 413)."""
-    return error_page(request, request.app.state.store, language(request), exc)
+def page_error(request: HTMXRequest, exc: Exception, body: ErrorBody) -> Response:
+    """Errors on page routes raised before the handler (such as 413), by the per-type handlers."""
+    return error_page(request, request.app.state.store, language(request), exc, body=body)
 
 
-def error_page(
-    request: Request, store: ModelStore, lang: str, exc: Exception, fragment: str = "_result.html"
-) -> Template:
+def error_page(request: HTMXRequest, store: ModelStore, lang: str, exc: Exception, fragment: str = "_result.html",
+               body: ErrorBody | None = None) -> Template:  # fmt: skip
     """An error shown in the page (or the fragment HTMX asked for), in the page's language, with
     the real status and the headers it requires (Retry-After on a 503)."""
-    body = to_error(exc, request)
+    body = body or to_error(exc, request)
     response = render(request, page_context(store, lang, error=_error_view(body, lang)), body.status, fragment)
     response.headers.update(error_headers(exc, body.status))
     return response
@@ -88,14 +91,14 @@ def _error_view(body: ErrorBody, lang: str) -> dict[str, str]:
 
 class PageController(Controller):
     include_in_schema = False
-    exception_handlers = {Exception: page_error}
+    exception_handlers = exception_handlers(page_error)
 
     @get("/")
-    async def index(self, request: Request, store: NamedDependency[ModelStore]) -> Template:
+    async def index(self, request: HTMXRequest, store: NamedDependency[ModelStore]) -> Template:
         return render(request, page_context(store, language(request)))
 
     @post("/classify", status_code=200)
-    async def classify(self, request: Request, data: Annotated[ClassifyForm, Body(media_type=MULTIPART)],
+    async def classify(self, request: HTMXRequest, data: Annotated[ClassifyForm, Body(media_type=MULTIPART)],
                        store: NamedDependency[ModelStore], settings: NamedDependency[Settings], queue: NamedDependency[InferenceQueue]) -> Template:  # fmt: skip
         lang = language(request, data.lang)
         try:
@@ -118,7 +121,7 @@ class PageController(Controller):
         return render(request, page_context(store, lang, cards=cards, selected=chosen.name), status)
 
     @post("/explain-view", status_code=200)
-    async def explain_view(self, request: Request, data: Annotated[ClassifyForm, Body(media_type=MULTIPART)],
+    async def explain_view(self, request: HTMXRequest, data: Annotated[ClassifyForm, Body(media_type=MULTIPART)],
                            store: NamedDependency[ModelStore], settings: NamedDependency[Settings], queue: NamedDependency[InferenceQueue]) -> Template:  # fmt: skip
         """The heat map as an <img> with a data: URL, for the toggle under a result."""
         lang = language(request, data.lang)
