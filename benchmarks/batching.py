@@ -35,11 +35,13 @@ def batch_histogram(url: str, model: str) -> tuple[float, float]:
     return values.get("sum", 0.0), values.get("count", 0.0)
 
 
-def batching(model_dir: Path, seconds: float, settings: tuple[int, ...] = SETTINGS) -> dict:
+def sweep(model_dir: Path, seconds: float, variants: dict[object, dict[str, object]]) -> dict:
+    """One server per variant (its settings as CIFAR_ONNX_* variables), one image a request at
+    concurrency 1 and 32; per level p50/p99, requests/s and the mean images per ONNX Runtime call."""
     default = Settings().default_model or "cifar10"
-    out: dict = {"model": default, "default_max_batch": Settings().max_batch, "runs": {}}
-    for max_batch in settings:
-        command, env = load.service_command(load.free_port(), model_dir, max_batch=max_batch)
+    runs: dict = {}
+    for label, settings in variants.items():
+        command, env = load.service_command(load.free_port(), model_dir, **settings)
         with load.run_server(command, env, "/health/ready") as server:
             url = server.url + "/api/v1/predict"
             load.check_answer(url, SAMPLE)
@@ -51,11 +53,16 @@ def batching(model_dir: Path, seconds: float, settings: tuple[int, ...] = SETTIN
                 after = batch_histogram(server.url, default)
                 calls = after[1] - before[1]
                 run[connections]["images_per_call"] = round((after[0] - before[0]) / calls, 2) if calls else None
-            out["runs"][max_batch] = run
-            print(f"max_batch {max_batch}: " + ", ".join(
+            runs[label] = run
+            print(f"{label}: " + ", ".join(
                 f"c={c} p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms {r['rps']} req/s {r['images_per_call']} img/call"
                 for c, r in run.items()), flush=True)  # fmt: skip
-    return out
+    return runs
+
+
+def batching(model_dir: Path, seconds: float, settings: tuple[int, ...] = SETTINGS) -> dict:
+    runs = sweep(model_dir, seconds, {max_batch: {"max_batch": max_batch} for max_batch in settings})
+    return {"model": Settings().default_model or "cifar10", "default_max_batch": Settings().max_batch, "runs": runs}
 
 
 def main(argv: list[str] | None = None) -> None:

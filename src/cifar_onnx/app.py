@@ -17,7 +17,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
-from cifar_onnx import __version__, preprocess
+from cifar_onnx import __version__, layout, preprocess
 from cifar_onnx.api import PredictionController
 from cifar_onnx.errors import exception_handlers, json_error
 from cifar_onnx.health import HealthController, MetricsController
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None, wait_for_models: bool = False) 
         uvicorn has drained the requests in flight by then."""
         release_large_allocations()  # big decodes' memory returns to the system (cifar_onnx.memory)
         log.info("settings: %s", ", ".join(f"{k}={v}" for k, v in vars(settings).items()))
+        log.info("%s", layout.describe(settings))
         preprocess.BUDGET = preprocess.DecodeBudget(settings.decode_budget_pixels)
         app.state.queue = InferenceQueue(
             settings.inference_workers,

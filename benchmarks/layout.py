@@ -1,0 +1,48 @@
+"""The serving layout, measured on this machine: inference workers x ONNX Runtime threads per
+call, each as a real server under one and 32 connections, so that the layout a deployment runs
+is a measured choice (the service logs the one in force at start, `cifar_onnx.layout`).
+
+    python -m benchmarks.layout --seconds 5
+
+Prints each layout's p50 at one connection and requests/s and p99 at 32, then the settings of
+the one with the most requests a second at 32 connections (ties: the lower p50 at one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from benchmarks.batching import sweep
+from cifar_onnx.cpu import usable_cpus
+
+HERE = Path(__file__).resolve().parent
+
+
+def candidates(cpus: int) -> dict[str, dict[str, int]]:
+    """Every way to split the usable CPUs between concurrent calls and threads per call."""
+    splits = [(workers, cpus // workers) for workers in range(cpus, 0, -1) if cpus % workers == 0]
+    return {f"{w} worker(s) x {t} thread(s)": {"inference_workers": w, "intra_op_threads": t} for w, t in splits}
+
+
+def best(runs: dict[str, dict]) -> str:
+    return max(runs, key=lambda label: (runs[label][32]["rps"], -runs[label][1]["p50_ms"]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-dir", type=Path, default=HERE.parent / "model")
+    p.add_argument("--seconds", type=float, default=5)
+    p.add_argument("--cpus", type=int, default=usable_cpus(), help="usable CPUs to split (default: this process's)")
+    args = p.parse_args(argv)
+    layouts = candidates(args.cpus)
+    runs = sweep(args.model_dir, args.seconds, layouts)
+    print(json.dumps(runs, indent=1))
+    chosen = best(runs)
+    settings = " ".join(f"CIFAR_ONNX_{k.upper()}={v}" for k, v in layouts[chosen].items())
+    print(f"most requests a second at 32 connections: {chosen}\n  {settings}")
+
+
+if __name__ == "__main__":
+    main()
