@@ -194,6 +194,25 @@ def _targets(results: dict) -> list[str]:
             ""]  # fmt: skip
 
 
+def _overhead(results: dict) -> list[str]:
+    """What the service adds to a request besides the model, and what limits it (benchmarks/overhead.py)."""
+    if "overhead" not in results:
+        return []
+    path, after = results["overhead"]["service_path"], results["overhead"]["after_inference"]
+    rows = [[name, s["alone_us"], s["after_inference_us"], f"{s['after_inference_us'] / s['alone_us']:.1f}x"]
+            for name, s in after["stages"].items()]  # fmt: skip
+    return ["## Where the overhead goes", "",
+            f"- The service's own path: serving a near-free model (a tiny ONNX graph) its p50 at one connection "
+            f"is {path['service_p50_ms']} ms against the floor's {path['floor_p50_ms']} ms, **{path['ratio']}x** "
+            f"(medians of {len(path['rounds']['floor'])} rounds taken in turns): middleware, admission, the hand-offs "
+            "to worker threads, the answer and its JSON.",
+            f"- After an inference: our own steps timed in-process alone and right after one call of `{after['model']}` "
+            f"({after['inference_us'] / 1000:.2f} ms), as they run in the server. Where they run slower after it, the "
+            "difference is the CPU (caches, and on CPUs with AMX or AVX-512 the clock the vector units leave), "
+            "counted in the overhead above but not removable by the service's code.", "",
+            *_table(["step", "alone µs", "right after an inference µs", "slower"], rows), ""]  # fmt: skip
+
+
 def _overload(results: dict) -> list[str]:
     if "overload" not in results:
         return []
@@ -266,6 +285,6 @@ def _hostile(results: dict) -> list[str]:
 
 def write_report(results: dict, path: Path, history: list[dict] | None = None) -> None:
     """RESULTS.md, section by section in the order a reader needs them."""
-    lines = [*_header(results), *_models(results), *_service(results), *_overload(results), *_scale(results),
+    lines = [*_header(results), *_models(results), *_service(results), *_overhead(results), *_overload(results), *_scale(results),
              *_batching(results), *against_section(), *cpu_table(history or []), *_hostile(results), *_targets(results)]  # fmt: skip
     path.write_text("\n".join(lines))

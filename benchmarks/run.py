@@ -21,6 +21,7 @@ from benchmarks.batching import batching
 from benchmarks.common import HERE, REPO, SAMPLE, machine
 from benchmarks.hostile import hostile
 from benchmarks.model_bench import bench_model, median_now
+from benchmarks.overhead import overhead
 from benchmarks.overload import overload
 from cifar_onnx.preprocess import decode_image
 
@@ -168,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     results["service"] = service_level(args.model_dir, default.stem, args.seconds, args.soak_requests, args.runs)
     print("floor: the bare upload app", flush=True)
     results["floor"] = floor_level(args.seconds)
+    print("overhead: the service's own path, and the code after an inference", flush=True)
+    results["overhead"] = overhead(args.model_dir, default.stem, args.seconds)
     print("overload", flush=True)
     results["overload"] = overload(args.model_dir, args.seconds)
     print("dynamic batching", flush=True)
