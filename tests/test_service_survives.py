@@ -17,6 +17,7 @@ from cifar_onnx.batching import Batcher
 from cifar_onnx.logs import REQUEST_ID, ShedLog
 from cifar_onnx.registry import load_model
 from cifar_onnx.serving import InferenceQueue, OverloadedError
+from cifar_onnx.threads import Threads
 from tests.tiny_model import write_tiny_model
 
 
@@ -31,7 +32,7 @@ def test_the_batcher_answers_a_failed_round_and_keeps_serving(tiny) -> None:
     its requests with the error, and the next request is served: the drain does not die."""
 
     async def scenario() -> None:
-        batcher = Batcher(tiny, anyio.CapacityLimiter(1), max_batch=8)
+        batcher = Batcher(tiny, anyio.CapacityLimiter(1), Threads(1), max_batch=8)
         good = np.zeros((1, tiny.image_size, tiny.image_size, 3), np.uint8)
         odd = np.zeros((1, 5, 5, 3), np.uint8)  # cannot be concatenated with the others
         results = await asyncio.gather(batcher.infer(good), batcher.infer(odd), return_exceptions=True)
@@ -56,7 +57,7 @@ def test_the_batchers_task_does_not_carry_a_requests_id(tiny, monkeypatch: pytes
     monkeypatch.setattr(cifar_onnx.batching, "timed_predict", spy)
 
     async def scenario() -> None:
-        batcher = Batcher(tiny, anyio.CapacityLimiter(1), max_batch=8)
+        batcher = Batcher(tiny, anyio.CapacityLimiter(1), Threads(1), max_batch=8)
         REQUEST_ID.set("the-first-request")
         await batcher.infer(np.zeros((1, tiny.image_size, tiny.image_size, 3), np.uint8))
 
@@ -150,3 +151,31 @@ def test_a_burst_that_drains_is_not_a_standing_queue() -> None:
         delay.add(0.7, 12.0 + i * 0.1)
     delay.add(0.7, 13.6)  # a window of long stays only: a queue stands
     assert delay.value == pytest.approx(0.7)
+
+
+def test_a_cancelled_caller_holds_its_worker_until_the_thread_ends_and_logs_keep_its_id() -> None:
+    """No more calls run than the limiter allows, even when clients go away mid-call."""
+
+    async def scenario() -> None:
+        limiter, threads = anyio.CapacityLimiter(1), Threads(2)
+        started, release = threading.Event(), threading.Event()
+        REQUEST_ID.set("req-42")
+        assert await threads.limited(limiter, REQUEST_ID.get) == "req-42"
+
+        def busy() -> None:
+            started.set()
+            release.wait(30)
+
+        call = asyncio.get_running_loop().create_task(threads.limited(limiter, busy))
+        while not started.is_set():  # the call is on its thread
+            await asyncio.sleep(0)
+        call.cancel()
+        for _ in range(20):  # let the cancellation arrive
+            await asyncio.sleep(0)
+        assert not call.done() and limiter.borrowed_tokens == 1, "the place was given up while the thread ran"
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert limiter.borrowed_tokens == 0
+
+    anyio.run(scenario)

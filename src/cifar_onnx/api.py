@@ -14,8 +14,7 @@ from litestar.params import Body, Parameter
 from cifar_onnx.classify import Prediction
 from cifar_onnx.errors import NotReadyError, ServiceError, error_responses, image_error
 from cifar_onnx.registry import ModelStore, public_metadata
-from cifar_onnx.serving import MULTIPART, InferenceQueue, explain_upload, read_upload, served
-from cifar_onnx.settings import Settings
+from cifar_onnx.serving import MULTIPART, Service, explain_upload, read_upload, served
 
 TopK = Annotated[int, Parameter(ge=1, le=10, description="How many classes to return, most probable first.")]
 ModelName = Annotated[
@@ -84,25 +83,25 @@ class PredictionController(Controller):
 
     @post("/predict", status_code=200, summary="Classify one image",
           responses=error_responses(400, 408, 413, 415, 422, 500, 503))  # fmt: skip
-    async def predict(self, data: Annotated[PredictForm, Body(media_type=MULTIPART)], store: NamedDependency[ModelStore],
-                      settings: NamedDependency[Settings], queue: NamedDependency[InferenceQueue], top_k: TopK = 3, model: ModelName = None) -> Prediction:  # fmt: skip
+    async def predict(self, data: Annotated[PredictForm, Body(media_type=MULTIPART)], service: NamedDependency[Service],
+                      top_k: TopK = 3, model: ModelName = None) -> Prediction:  # fmt: skip
         """Upload one image as the multipart field `file`; get the most likely class and the top-k.
         Probabilities are calibrated (temperature-scaled); `unsure` says when the top one is too low
         to trust: the photo may show none of the ten classes."""
-        chosen = served(store, model)
-        payload = await read_upload(data.file, settings)
-        return (await queue.classify([(None, payload)], chosen, top_k, settings.max_pixels))[0]
+        chosen = served(service.store, model)
+        payload = await read_upload(data.file, service.settings)
+        return (await service.queue.classify([(None, payload)], chosen, top_k, service.settings.max_pixels))[0]
 
     @post("/predict/batch", status_code=200, summary="Classify several images in one model call",
           responses=error_responses(400, 408, 413, 415, 422, 500, 503))  # fmt: skip
-    async def predict_batch(self, data: Annotated[BatchForm, Body(media_type=MULTIPART)], store: NamedDependency[ModelStore],
-                            settings: NamedDependency[Settings], queue: NamedDependency[InferenceQueue], top_k: TopK = 3,
-                            model: ModelName = None) -> BatchResult:  # fmt: skip
+    async def predict_batch(self, data: Annotated[BatchForm, Body(media_type=MULTIPART)], service: NamedDependency[Service],
+                            top_k: TopK = 3, model: ModelName = None) -> BatchResult:  # fmt: skip
         """Upload up to `max_batch_files` images as repeated multipart fields `files`. Each file is
         answered on its own, in upload order: a prediction, or (for a file that cannot be read) an
         entry with its `status`, `error` code and `message`; the readable files go through the model
         in one call. The request as a whole fails only when it is malformed (no files, too many,
         over the size limits) or the service cannot serve it (503)."""
+        store, settings, queue = service.store, service.settings, service.queue
         chosen = served(store, model)
         uploads = data.files if isinstance(data.files, list) else [data.files]
         if not uploads:
@@ -126,14 +125,13 @@ class PredictionController(Controller):
           media_type="image/png", responses={**PNG_ANSWER, **error_responses(400, 408, 413, 415, 422, 500, 503)},
           response_headers=[ResponseHeader(name="X-Explained-Class", description="The class the map explains.", documentation_only=True),
                             ResponseHeader(name="X-Class-Probability", description="Its calibrated probability.", documentation_only=True)])  # fmt: skip
-    async def explain(self, data: Annotated[PredictForm, Body(media_type=MULTIPART)], store: NamedDependency[ModelStore],
-                      settings: NamedDependency[Settings], queue: NamedDependency[InferenceQueue], model: ModelName = None,
-                      label: LabelName = None) -> Response[bytes]:  # fmt: skip
+    async def explain(self, data: Annotated[PredictForm, Body(media_type=MULTIPART)], service: NamedDependency[Service],
+                      model: ModelName = None, label: LabelName = None) -> Response[bytes]:  # fmt: skip
         """Upload one image as the multipart field `file`; get a PNG of it with the evidence for
         `label` (default: the predicted class) drawn over it. Occlusion sensitivity: each patch of
         a 4x4 grid over the model's input is covered in turn, and the drop of the class's
         probability is the patch's evidence. Works for every served model, ensembles included."""
-        found = await explain_upload(queue, data.file, served(store, model), label, settings)
+        found = await explain_upload(service.queue, data.file, served(service.store, model), label, service.settings)
         return Response(found.png, media_type="image/png",
                         headers={"X-Explained-Class": found.label, "X-Class-Probability": f"{found.probability:.6f}"})  # fmt: skip
 

@@ -25,7 +25,7 @@ from cifar_onnx.limits import upload_limits
 from cifar_onnx.logs import log, logging_config, request_ids
 from cifar_onnx.memory import release_large_allocations
 from cifar_onnx.registry import ModelError, ModelStore, check_models
-from cifar_onnx.serving import InferenceQueue, shed_early
+from cifar_onnx.serving import InferenceQueue, Service, shed_early
 from cifar_onnx.settings import Settings
 from cifar_onnx.web import PageController
 
@@ -57,14 +57,15 @@ def create_app(settings: Settings | None = None, wait_for_models: bool = False) 
             settings.batch_wait_ms,
             settings.max_wait_ms,
         )
+        app.state.service = Service(store, settings, app.state.queue)
         if wait_for_models:
             store.load()
         else:
             store.load_in_background()
         yield
 
-    def provide_queue(state: State) -> InferenceQueue:
-        return state.queue
+    def provide_service(state: State) -> Service:
+        return state.service
 
     static = Path(settings.web_dir) / "static"
     swagger = SwaggerRenderPlugin(
@@ -83,8 +84,7 @@ def create_app(settings: Settings | None = None, wait_for_models: bool = False) 
         ],
         dependencies={
             "store": Provide(lambda: store, sync_to_thread=False),
-            "settings": Provide(lambda: settings, sync_to_thread=False),
-            "queue": Provide(provide_queue, sync_to_thread=False),
+            "service": Provide(provide_service, sync_to_thread=False),
         },
         state=State({"store": store, "settings": settings}),
         lifespan=[lifespan],

@@ -17,11 +17,12 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
-from anyio import CapacityLimiter, to_thread
+from anyio import CapacityLimiter
 
 from cifar_onnx.classify import timed_predict
 from cifar_onnx.logs import REQUEST_ID
 from cifar_onnx.registry import ServedModel
+from cifar_onnx.threads import Threads
 
 log = logging.getLogger("cifar_onnx")
 
@@ -40,6 +41,7 @@ class Batcher:
 
     model: ServedModel
     workers: CapacityLimiter
+    threads: Threads
     max_batch: int  # Settings.max_batch
     wait_s: float = 0.0
     pending: deque[tuple[np.ndarray, asyncio.Future[Inference]]] = field(default_factory=deque)
@@ -83,7 +85,7 @@ class Batcher:
                         if not taken:
                             continue
                         batch = np.concatenate([images for images, _ in taken])
-                        probs, seconds = await to_thread.run_sync(timed_predict, self.model, batch)
+                        probs, seconds = await self.threads.run(timed_predict, self.model, batch)
                     start = 0
                     for images, future in taken:
                         if not future.done():

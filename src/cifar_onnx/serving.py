@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -34,6 +35,7 @@ from cifar_onnx.metrics import shed
 from cifar_onnx.preprocess import ImageError
 from cifar_onnx.registry import ModelStore, ServedModel
 from cifar_onnx.settings import Settings
+from cifar_onnx.threads import Threads
 
 T = TypeVar("T")
 MULTIPART = RequestEncodingType.MULTI_PART
@@ -91,6 +93,7 @@ class InferenceQueue:
         self.max_wait_s, self.delay = max_wait_ms / 1000, StandingDelay()
         self.reason = "queue"  # why `full` last said so: the refusal is counted under it
         self.decoders = CapacityLimiter(workers)  # uploads decoded at once
+        self.threads = Threads(2 * workers)  # decoding and inference side by side
         self.workers, self.max_queue = workers, max_queue
         self.max_batch, self.batch_wait_s = max_batch, batch_wait_ms / 1000
         self.batchers: dict[str, Batcher] = {}
@@ -181,7 +184,7 @@ class InferenceQueue:
 
     def batcher(self, model: ServedModel) -> Batcher:
         if model.name not in self.batchers:
-            self.batchers[model.name] = Batcher(model, self.limiter, self.max_batch, self.batch_wait_s)
+            self.batchers[model.name] = Batcher(model, self.limiter, self.threads, self.max_batch, self.batch_wait_s)
         return self.batchers[model.name]
 
     async def classify(self, files: Sequence[tuple[str | None, bytes]], model: ServedModel, top_k: int,
@@ -189,7 +192,7 @@ class InferenceQueue:
         """Decode in the thread pool (beside inference, not behind it), then one inference through
         the model's batcher, which joins it with whatever else waits for that model."""
         with self.admitted():
-            images = await to_thread.run_sync(decode_batch, files, model.image_size, max_pixels, limiter=self.decoders)
+            images = await self.threads.limited(self.decoders, decode_batch, files, model.image_size, max_pixels)
             done = await self.batcher(model).infer(images)
         return predictions(model, done.probabilities, done.seconds, top_k)
 
@@ -198,11 +201,22 @@ class InferenceQueue:
         """Several files, each answered on its own: a Prediction, or the ImageError that refused
         that file. The readable ones go through inference together."""
         with self.admitted():
-            decoded = await to_thread.run_sync(decode_each, files, model.image_size, max_pixels, limiter=self.decoders)
+            decoded = await self.threads.limited(self.decoders, decode_each, files, model.image_size, max_pixels)
             good = [d for d in decoded if isinstance(d, np.ndarray)]
             done = await self.batcher(model).infer(np.stack(good)) if good else None
         answers = iter(predictions(model, done.probabilities, done.seconds, top_k) if done else [])
         return [next(answers) if isinstance(d, np.ndarray) else d for d in decoded]
+
+
+@dataclass(frozen=True)
+class Service:
+    """What an upload route needs, as one dependency: Litestar resolves several independent
+    dependencies of a handler concurrently, a task each, which cost more per request than the
+    rest of the service's own path (benchmarks/RESULTS.md, "Where the overhead goes")."""
+
+    store: ModelStore
+    settings: Settings
+    queue: InferenceQueue
 
 
 def shed_early(app: ASGIApp) -> ASGIApp:

@@ -22,8 +22,7 @@ from cifar_onnx.classify import Prediction
 from cifar_onnx.errors import ErrorBody, ServiceError, error_headers, exception_handlers, image_error, to_error
 from cifar_onnx.i18n import LANGUAGES, TEXT, class_name, pick_language
 from cifar_onnx.registry import ModelStore
-from cifar_onnx.serving import MULTIPART, InferenceQueue, explain_upload, read_upload, served
-from cifar_onnx.settings import Settings
+from cifar_onnx.serving import MULTIPART, Service, explain_upload, read_upload, served
 
 
 @dataclass
@@ -99,8 +98,9 @@ class PageController(Controller):
 
     @post("/classify", status_code=200)
     async def classify(self, request: HTMXRequest, data: Annotated[ClassifyForm, Body(media_type=MULTIPART)],
-                       store: NamedDependency[ModelStore], settings: NamedDependency[Settings], queue: NamedDependency[InferenceQueue]) -> Template:  # fmt: skip
+                       service: NamedDependency[Service]) -> Template:  # fmt: skip
         lang = language(request, data.lang)
+        store, settings, queue = service.store, service.settings, service.queue
         try:
             chosen = served(store, data.model or None)
             uploads = chosen_files(data)
@@ -122,9 +122,10 @@ class PageController(Controller):
 
     @post("/explain-view", status_code=200)
     async def explain_view(self, request: HTMXRequest, data: Annotated[ClassifyForm, Body(media_type=MULTIPART)],
-                           store: NamedDependency[ModelStore], settings: NamedDependency[Settings], queue: NamedDependency[InferenceQueue]) -> Template:  # fmt: skip
+                           service: NamedDependency[Service]) -> Template:  # fmt: skip
         """The heat map as an <img> with a data: URL, for the toggle under a result."""
         lang = language(request, data.lang)
+        store, settings, queue = service.store, service.settings, service.queue
         try:
             uploads = chosen_files(data)
             index = data.index or 0
