@@ -170,7 +170,27 @@ def per_class(metas: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+VIEWS = {0: 1, 1: 2, 2: 6}  # test-time augmentation level -> views (none; mirror; mirror and 1-px shifts)
+
+
+def tta(metas: list[dict[str, Any]]) -> str:
+    """Each served network's accuracy by test-time augmentation level (fp32, measured by the export
+    on the set it chose on) beside the arithmetic each level costs."""
+    rows = ["| network | chosen on | 1 view | 2 views (mirror) | 6 views (mirror, shifts) | served | GFLOP / image "
+            "at 1 / 2 / 6 views |", "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for name, member in _networks(metas):
+        scores = {int(k): v for k, v in member["tta_val_accuracy"].items()}
+        served_views = VIEWS[int(member["tta"])]
+        per_view = next(m for m in metas if m["name"] == name)["flops_per_image"] / served_views / 1e9
+        cells = [f"{scores[level]:.2f}%" if level in scores else "not measured" for level in VIEWS]
+        where = member.get("tta_chosen_on", "JPEG validation")
+        costs = " / ".join(f"{per_view * v:.2f}" for v in VIEWS.values())
+        rows.append(f"| `{name}` | {where} | {' | '.join(cells)} | {served_views} views | {costs} |")
+    return "\n".join(rows)
+
+
 TABLES: dict[str, Callable[[list[dict[str, Any]]], str]] = {
+    "tta": tta,
     "per_class": per_class,
     "accuracy": accuracy, "models": models, "recipes": recipes, "int8": int8,
     "calibration": calibration, "unsure": unsure, "explain": explain,
