@@ -118,3 +118,15 @@ def test_the_servers_inference_totals_count_each_call(server: str) -> None:
     after_seconds, after_calls = inference_totals(server, name)
     assert calls >= 1 and after_calls == calls + 1
     assert abs((after_seconds - seconds) * 1000 - answer["inference_ms"]) < 0.5
+
+
+def test_results_md_is_rendered_from_its_sources(tmp_path: Path) -> None:
+    """RESULTS.md is what the report makes of results.json and history.json: never edited by hand."""
+    from benchmarks import run
+
+    for name in ("results.json", "history.json"):
+        (tmp_path / name).write_bytes((REPO / "benchmarks" / name).read_bytes())
+    run.main(["--report-only", "--out", str(tmp_path)])
+    assert (tmp_path / "RESULTS.md").read_text() == (REPO / "benchmarks" / "RESULTS.md").read_text(), (
+        "benchmarks/RESULTS.md differs from its sources: python -m benchmarks.run --report-only"
+    )
