@@ -26,6 +26,13 @@ def candidates(cpus: int) -> dict[str, dict[str, int]]:
     return {f"{w} worker(s) x {t} thread(s)": {"inference_workers": w, "intra_op_threads": t} for w, t in splits}
 
 
+def sweep_layouts(model_dir: Path, seconds: float, cpus: int | None = None) -> dict:
+    """Every layout's levels, and the one with the most requests a second at 32 connections."""
+    layouts = candidates(cpus or usable_cpus())
+    runs = sweep(model_dir, seconds, layouts)
+    return {"cpus": cpus or usable_cpus(), "layouts": layouts, "runs": runs, "best": best(runs)}
+
+
 def best(runs: dict[str, dict]) -> str:
     return max(runs, key=lambda label: (runs[label][32]["rps"], -runs[label][1]["p50_ms"]))
 
@@ -36,11 +43,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=5)
     p.add_argument("--cpus", type=int, default=usable_cpus(), help="usable CPUs to split (default: this process's)")
     args = p.parse_args(argv)
-    layouts = candidates(args.cpus)
-    runs = sweep(args.model_dir, args.seconds, layouts)
-    print(json.dumps(runs, indent=1))
-    chosen = best(runs)
-    settings = " ".join(f"CIFAR_ONNX_{k.upper()}={v}" for k, v in layouts[chosen].items())
+    found = sweep_layouts(args.model_dir, args.seconds, args.cpus)
+    print(json.dumps(found["runs"], indent=1))
+    chosen = found["best"]
+    settings = " ".join(f"CIFAR_ONNX_{k.upper()}={v}" for k, v in found["layouts"][chosen].items())
     print(f"most requests a second at 32 connections: {chosen}\n  {settings}")
 
 

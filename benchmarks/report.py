@@ -272,6 +272,21 @@ def _batching(results: dict) -> list[str]:
     return [*lines, *_table(header, rows), ""]
 
 
+def _layout(results: dict) -> list[str]:
+    if "layout" not in results:
+        return []
+    found = results["layout"]
+    rows = [[label, r[1]["p50_ms"], r[1]["p99_ms"], r[32]["rps"], r[32]["p50_ms"], r[32]["p99_ms"], r[32]["errors"]]
+            for label, r in found["runs"].items()]  # fmt: skip
+    return ["## Serving layout: inference workers x threads per call", "",
+            f"`benchmarks/layout.py`: one server per way of splitting the {found['cpus']} usable CPUs, default model, "
+            f"one image a request (wrk, {results['settings']['seconds']} s a level). The service runs one "
+            "single-threaded call per CPU unless `CIFAR_ONNX_INFERENCE_WORKERS` and `CIFAR_ONNX_INTRA_OP_THREADS` "
+            f"say otherwise; the most requests a second at 32 connections here: **{found['best']}**.", "",
+            *_table(["layout", "c=1 p50 ms", "c=1 p99 ms", "c=32 req/s", "c=32 p50 ms", "c=32 p99 ms", "c=32 errors"],
+                    rows), ""]  # fmt: skip
+
+
 def _hostile(results: dict) -> list[str]:
     if "hostile" not in results:
         return []
@@ -286,5 +301,5 @@ def _hostile(results: dict) -> list[str]:
 def write_report(results: dict, path: Path, history: list[dict] | None = None) -> None:
     """RESULTS.md, section by section in the order a reader needs them."""
     lines = [*_header(results), *_models(results), *_service(results), *_overhead(results), *_overload(results), *_scale(results),
-             *_batching(results), *against_section(), *cpu_table(history or []), *_hostile(results), *_targets(results)]  # fmt: skip
+             *_batching(results), *_layout(results), *against_section(), *cpu_table(history or []), *_hostile(results), *_targets(results)]  # fmt: skip
     path.write_text("\n".join(lines))

@@ -20,6 +20,7 @@ from benchmarks.avx2_only import MASKED_SUFFIX
 from benchmarks.batching import batching
 from benchmarks.common import HERE, REPO, SAMPLE, machine
 from benchmarks.hostile import hostile
+from benchmarks.layout import sweep_layouts as layout_sweep
 from benchmarks.model_bench import bench_model, median_now
 from benchmarks.overhead import overhead
 from benchmarks.overload import overload
@@ -175,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     results["overload"] = overload(args.model_dir, args.seconds)
     print("dynamic batching", flush=True)
     results["batching"] = batching(args.model_dir, args.seconds)
+    print("serving layout: workers x threads per call", flush=True)
+    results["layout"] = layout_sweep(args.model_dir, args.seconds)
     print("hostile uploads", flush=True)
     results["hostile"] = hostile(args.model_dir, 5 if args.quick else 20)
     if args.scale_results:
