@@ -210,7 +210,10 @@ def _overhead(results: dict) -> list[str]:
             f"({after['inference_us'] / 1000:.2f} ms), as they run in the server. Where they run slower after it, the "
             "difference is the CPU (caches, and on CPUs with AMX or AVX-512 the clock the vector units leave), "
             "counted in the overhead above but not removable by the service's code.", "",
-            *_table(["step", "alone µs", "right after an inference µs", "slower"], rows), ""]  # fmt: skip
+            *_table(["step", "alone µs", "right after an inference µs", "slower"], rows), "",
+            "What was taken out of the request path, and the profile behind it: "
+            "[docs/HISTORY.md](../docs/HISTORY.md#the-request-path-trimmed-and-the-long-vgg16-bn-schedule-resumed-2026-12-06).",
+            ""]  # fmt: skip
 
 
 def _overload(results: dict) -> list[str]:
