@@ -166,3 +166,21 @@ def test_a_new_model_ships_only_without_a_clean_loss_beyond_noise() -> None:
     incumbent = answers(1900, 4700)
     assert choose.may_replace(answers(1895, 4800, shift=5), incumbent)  # 5 images fewer: noise
     assert not choose.may_replace(answers(1850, 4800, shift=5), incumbent)  # 50 fewer: a real loss
+
+
+@pytest.mark.slow
+def test_the_augmentation_study_trains_each_variant_and_judges_it_on_clean_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training import study
+
+    monkeypatch.setenv("CIFAR_ONNX_CACHE", str(tmp_path / "cache"))
+    folder, lossless, picked = synthetic_folder(tmp_path)
+    study.main(["--model", "airbench", "--epochs", "1", "--threads", "1", "--data-dir", str(folder),
+                "--lossless-dir", str(lossless), "--variant", "base={}",
+                "--variant", 'photo={"crop_scale": 0.5, "colour": 0.3, "blur": 0.5}'])  # fmt: skip
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
+    assert table[0].startswith("| variant |") and f"clean hold-out ({len(picked)})" in table[0]
+    assert table[1].startswith("| base |") and table[2].startswith("| photo |") and "images, p = " in table[2]
+    recorded = (tmp_path / "cache" / "runs" / "study-airbench-photo" / "run.json").read_text()
+    assert '"crop_scale": 0.5' in recorded

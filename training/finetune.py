@@ -39,11 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.augment import augment
 from training.batches import to_float
 from training.data import Cifar10, cache_dir, load_cifar10
 from training.export import Served, ort_probs, session, torch_probs
 from training.models import VGG16BN
-from training.train import augment, environment, evaluate
+from training.train import environment, evaluate
 from training.warmstart import rebuild_vgg, served_vgg
 
 HP: dict[str, Any] = {

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import hashlib
 import json
 import math
@@ -32,6 +31,7 @@ from tqdm import tqdm
 
 from cifar_onnx.cpu import cpu_model, relevant_flags
 from training import compute as cmp
+from training.augment import augment
 from training.batches import random_images, to_float
 from training.compute import Compute
 from training.data import Cifar10, cache_dir, load_cifar10
@@ -82,62 +82,6 @@ RECIPES: dict[str, dict[str, Any]] = {
     ),
 }  # fmt: skip
 RECIPES["efficientnet_lite1"] = RECIPES["efficientnet_lite2"] = RECIPES["efficientnet_lite0"]
-
-# ---------------------------------------------------------------------------------------------
-# Augmentation, per batch on float tensors (N, 3, 32, 32): cheap on the CPU, no data workers.
-# ---------------------------------------------------------------------------------------------
-
-
-def random_translate(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """Random crop of the reflect-padded batch: each image shifted by up to `pad` pixels."""
-    if pad == 0:
-        return x
-    n, size = len(x), x.shape[-1]
-    padded = F.pad(x, (pad,) * 4, mode="reflect")
-    shifts = torch.randint(0, 2 * pad + 1, (2, n), generator=gen)
-    out = torch.empty_like(x)
-    for dy in range(2 * pad + 1):  # one slice per distinct shift: (2*pad+1)^2 vector copies
-        for dx in range(2 * pad + 1):
-            rows = ((shifts[0] == dy) & (shifts[1] == dx)).nonzero().flatten()
-            if len(rows):
-                out[rows] = padded[rows, :, dy : dy + size, dx : dx + size]
-    return out
-
-
-def cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
-    """Zero one random size x size square per image (DeVries & Taylor 2017)."""
-    if size == 0:
-        return x
-    n, full = len(x), x.shape[-1]
-    centre = torch.randint(0, full, (2, n), generator=gen)
-    grid = torch.arange(full)
-    rows = (grid[None] - centre[0][:, None]).abs() <= size // 2
-    cols = (grid[None] - centre[1][:, None]).abs() <= size // 2
-    keep = ~(rows[:, :, None] & cols[:, None, :])
-    return x * keep[:, None].to(x.dtype)
-
-
-@functools.lru_cache(maxsize=2)
-def _first_flips(seed: int) -> torch.Tensor:
-    return torch.from_numpy(np.random.default_rng(seed).integers(0, 2, 1 << 20, dtype=np.int64))
-
-
-def flip_mask(indices: torch.Tensor, epoch: int, mode: str, seed: int, gen: torch.Generator) -> torch.Tensor:
-    """Which images of the batch to mirror. 'alternating' (airbench): each image is mirrored on
-    every other epoch, from a random first choice, so every two epochs see both versions once,
-    a lower-variance form of random flipping."""
-    if mode == "alternating":
-        return (_first_flips(seed)[indices] ^ (epoch % 2)).bool()
-    return torch.rand(len(indices), generator=gen) < 0.5
-
-
-def augment(
-    x: torch.Tensor, indices: torch.Tensor, epoch: int, recipe: dict, seed: int, gen: torch.Generator
-) -> torch.Tensor:
-    mirror = flip_mask(indices, epoch, recipe["flip"], seed, gen)
-    x = torch.where(mirror[:, None, None, None], x.flip(-1), x)
-    return cutout(random_translate(x, recipe["translate"], gen), recipe["cutout"], gen)
-
 
 # ---------------------------------------------------------------------------------------------
 # Optimiser and schedule.
