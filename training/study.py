@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> None:
     clean = data.lossless.clean
     right = {name: clean_right(run, clean.images, clean.labels) for name, run in runs.items()}
     first = next(iter(variants))
-    print(f"| variant | recipe overrides | clean hold-out ({len(clean.labels):,}) | JPEG validation | against {first} |")
+    print(
+        f"| variant | recipe overrides | clean hold-out ({len(clean.labels):,}) | JPEG validation | against {first} |"
+    )
     print("| --- | --- | --- | --- | --- |")
     for name, run in runs.items():
         last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])

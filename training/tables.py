@@ -27,6 +27,12 @@ def served(model_dir: Path = REPO / "model") -> list[dict[str, Any]]:
     return sorted(metas, key=lambda m: (not m.get("default"), m["name"]))
 
 
+def _table(header: list[str], rows: list[list[object]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "| --- " * len(header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
+
+
 def _pct(value: float | None) -> str:
     return "not measured" if value is None else f"{value:.2f}%"
 
@@ -133,44 +139,38 @@ def int8(metas: list[dict[str, Any]]) -> str:
 
 def calibration(metas: list[dict[str, Any]]) -> str:
     """Temperature scaling, on the JPEG test set (15 equal-width bins)."""
-    rows = ["| model | temperature | fitted on | ECE before | ECE after | NLL before | NLL after |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-    rows += [f"| `{m['name']}` | {c['temperature']} | {c['fitted_on']} | {c['test']['ece_before']}% "
-             f"| {c['test']['ece_after']}% | {c['test']['nll_before']} | {c['test']['nll_after']} |"
-             for m in metas for c in [m["calibration"]]]  # fmt: skip
-    return "\n".join(rows)
+    rows = [[f"`{m['name']}`", c["temperature"], c["fitted_on"], f"{c['test']['ece_before']}%",
+             f"{c['test']['ece_after']}%", c["test"]["nll_before"], c["test"]["nll_after"]]
+            for m in metas for c in [m["calibration"]]]  # fmt: skip
+    return _table(["model", "temperature", "fitted on", "ECE before", "ECE after", "NLL before", "NLL after"], rows)
 
 
 def unsure(metas: list[dict[str, Any]]) -> str:
     """The two out-of-distribution scores measured for each model; the served one first."""
-    rows = ["| model | score | threshold | CIFAR-10 test flagged | its errors flagged | OOD flagged | AUROC "
-            "| FPR at 95% TPR | OOD flagged by kind |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    rows = []
     for m in metas:
         u = m["unsure"]
         for name, d in [("evidence spread (served)", u), *u["other_scores"].items()]:
             kinds = ", ".join(f"{k} {v:.0f}%" for k, v in d["ood_flagged_by_kind"].items())
-            errors = f"{u['test_errors_flagged']}%" if d is u else ""
-            rows.append(f"| `{m['name']}` | {name} | {d['threshold']:.3f} | {d['test_flagged']}% | {errors} | "
-                        f"{d['ood_flagged']}% | {d['auroc']:.3f} | {d['fpr_at_95_tpr']}% | {kinds} |")  # fmt: skip
-    return "\n".join(rows)
+            rows.append([f"`{m['name']}`", name, f"{d['threshold']:.3f}", f"{d['test_flagged']}%",
+                         f"{u['test_errors_flagged']}%" if d is u else "", f"{d['ood_flagged']}%",
+                         f"{d['auroc']:.3f}", f"{d['fpr_at_95_tpr']}%", kinds])  # fmt: skip
+    return _table(["model", "score", "threshold", "CIFAR-10 test flagged", "its errors flagged", "OOD flagged",
+                   "AUROC", "FPR at 95% TPR", "OOD flagged by kind"], rows)  # fmt: skip
 
 
 def explain(metas: list[dict[str, Any]]) -> str:
     """The explanation check: how often the map's peak lies on a pasted object."""
-    rows = ["| model | pasted-object hit rate | plain background | noise background | canvases |",
-            "| --- | --- | --- | --- | --- |"]  # fmt: skip
-    rows += [f"| `{m['name']}` | {h['all']}% | {h['plain']}% | {h['noise']}% | {h['count']} |"
-             for m in metas for h in [m["explain"]["pasted_object_hit_rate"]]]  # fmt: skip
-    return "\n".join(rows)
+    rows = [[f"`{m['name']}`", f"{h['all']}%", f"{h['plain']}%", f"{h['noise']}%", h["count"]]
+            for m in metas for h in [m["explain"]["pasted_object_hit_rate"]]]  # fmt: skip
+    return _table(["model", "pasted-object hit rate", "plain background", "noise background", "canvases"], rows)
 
 
 def per_class(metas: list[dict[str, Any]]) -> str:
     """JPEG test accuracy per class, int8 as served."""
     classes = metas[0]["classes"]
-    rows = ["| model | " + " | ".join(classes) + " |", "| --- " * (len(classes) + 1) + "|"]
-    rows += [f"| `{m['name']}` | " + " | ".join(f"{m['per_class_test_int8'][c]:.1f}" for c in classes) + " |"
-             for m in metas]  # fmt: skip
-    return "\n".join(rows)
+    rows = [[f"`{m['name']}`", *(f"{m['per_class_test_int8'][c]:.1f}" for c in classes)] for m in metas]
+    return _table(["model", *classes], rows)
 
 
 VIEWS = {0: 1, 1: 2, 2: 6}  # test-time augmentation level -> views (none; mirror; mirror and 1-px shifts)
