@@ -9,15 +9,15 @@ machine at hand, printing the settings to use if another layout wins there.
 
 from __future__ import annotations
 
+from dataclasses import MISSING, fields
+
 from cifar_onnx.cpu import cgroup_cpu_limit, usable_cpus
 from cifar_onnx.settings import Settings
 
-DEFAULTS = Settings.__dataclass_fields__
-
 
 def _default(name: str) -> object:
-    spec = DEFAULTS[name]
-    return spec.default_factory() if callable(spec.default_factory) else spec.default  # type: ignore[misc]
+    spec = next(f for f in fields(Settings) if f.name == name)
+    return spec.default_factory() if spec.default_factory is not MISSING else spec.default
 
 
 def describe(settings: Settings) -> str:
