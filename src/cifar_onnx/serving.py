@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
-from anyio import CapacityLimiter, to_thread
+from anyio import CapacityLimiter
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -158,7 +158,7 @@ class InferenceQueue:
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """`fn` on an inference worker."""
         with self.admitted():
-            return await to_thread.run_sync(fn, *args, limiter=self.limiter)
+            return await self.threads.limited(self.limiter, fn, *args)
 
     async def run_wide(self, fn: Callable[..., T], threads: int, *args: object) -> T:
         """`fn(*args, n)` with n = min(threads, workers) concurrent ONNX Runtime calls of its own
@@ -177,7 +177,7 @@ class InferenceQueue:
                             self.limiter.release_on_behalf_of(held)
                         raise
             try:
-                return await to_thread.run_sync(fn, *args, wanted)
+                return await self.threads.run(fn, *args, wanted)
             finally:
                 for borrower in borrowers:
                     self.limiter.release_on_behalf_of(borrower)
