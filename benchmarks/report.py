@@ -287,7 +287,11 @@ def _layout(results: dict) -> list[str]:
             "single-threaded call per CPU unless `CIFAR_ONNX_INFERENCE_WORKERS` and `CIFAR_ONNX_INTRA_OP_THREADS` "
             f"say otherwise; the most requests a second at 32 connections here: **{found['best']}**.", "",
             *_table(["layout", "c=1 p50 ms", "c=1 p99 ms", "c=32 req/s", "c=32 p50 ms", "c=32 p99 ms", "c=32 errors"],
-                    rows), ""]  # fmt: skip
+                    rows), "",
+            *([f"The default's members at batch 1 (1 thread each, median): one after another "
+               f"{found['ensemble']['one after another']} ms, side by side (ONNX Runtime's parallel mode) "
+               f"{found['ensemble']['side by side']} ms. The service runs them one after another.", ""]
+              if "ensemble" in found else [])]  # fmt: skip
 
 
 def _hostile(results: dict) -> list[str]:
