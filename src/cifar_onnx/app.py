@@ -44,8 +44,8 @@ def create_app(settings: Settings | None = None, wait_for_models: bool = False) 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         """Start: settings logged, the process-wide decode budget, the inference queue (made on the
-        event loop, which anyio's limiter needs), the models loading. Stop: nothing to release;
-        uvicorn has drained the requests in flight by then."""
+        event loop, which anyio's limiter needs), the models loading. Stop: the worker threads
+        are let go; uvicorn has drained the requests in flight by then."""
         release_large_allocations()  # big decodes' memory returns to the system (cifar_onnx.memory)
         log.info("settings: %s", ", ".join(f"{k}={v}" for k, v in vars(settings).items()))
         log.info("%s", layout.describe(settings))
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None, wait_for_models: bool = False) 
         else:
             store.load_in_background()
         yield
+        app.state.queue.threads.executor.shutdown(wait=False)  # idle worker threads go with the app
 
     def provide_service(state: State) -> Service:
         return state.service
