@@ -43,9 +43,8 @@ def create_app(settings: Settings | None = None, wait_for_models: bool = False) 
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        """Start: settings logged, the process-wide decode budget, the inference queue (made on the
-        event loop, which anyio's limiter needs), the models loading. Stop: the worker threads
-        are let go; uvicorn has drained the requests in flight by then."""
+        """Start: settings and layout logged, the decode budget, the inference queue (made on the event
+        loop, as anyio's limiter needs), the models loading. Stop (requests drained): threads let go."""
         release_large_allocations()  # big decodes' memory returns to the system (cifar_onnx.memory)
         log.info("settings: %s", ", ".join(f"{k}={v}" for k, v in vars(settings).items()))
         log.info("%s", layout.describe(settings))
