@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the training extra is not installed (pip install .[train])")
 
-from training.augment import augment, blur_or_sharpen, colour_jitter, random_resized_crop  # noqa: E402
+from training.augment import augment, blur_or_sharpen, colour_jitter, cutmix, random_resized_crop  # noqa: E402
 
 RECIPE = {"flip": "random", "translate": 4, "cutout": 0}
 
@@ -27,6 +27,23 @@ def test_options_left_off_draw_nothing_and_change_nothing() -> None:
     a = augment(x, torch.arange(len(x)), 0, off, 0, torch.Generator().manual_seed(5))
     b = augment(x, torch.arange(len(x)), 0, RECIPE, 0, torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
+    assert cutmix(x, 0, gen)[1] is None and torch.equal(gen.get_state(), before)
+
+
+def test_cutmix_pastes_one_box_from_a_partner_and_says_how_much_is_left() -> None:
+    x = torch.arange(8.0)[:, None, None, None].expand(8, 3, 32, 32).clone()  # image i is all i
+    mixed, partner, own = cutmix(x, 1.0, torch.Generator().manual_seed(3))
+    assert partner is not None and sorted(partner.tolist()) == list(range(8))
+    for i in range(8):
+        kept = (mixed[i, 0] == i).float().mean().item()
+        if partner[i] != i:
+            assert kept == pytest.approx(own), "the share left is the image's own pixels"
+            assert ((mixed[i, 0] == i) | (mixed[i, 0] == partner[i])).all()
+    assert 0 <= own < 1 and torch.equal(x, torch.arange(8.0)[:, None, None, None].expand(8, 3, 32, 32))
+    shares = [cutmix(x, 1.0, torch.Generator().manual_seed(s))[2] for s in range(50)]
+    assert 0.3 < sum(shares) / len(shares) < 0.8, "box areas spread over the range"
+    applied = [cutmix(x, 0.5, torch.Generator().manual_seed(s))[1] is not None for s in range(200)]
+    assert 70 < sum(applied) < 130, "applied to about half the batches"
 
 
 def test_resized_crops_zoom_in_and_keep_the_shape() -> None:

@@ -178,9 +178,9 @@ def test_the_augmentation_study_trains_each_variant_and_judges_it_on_clean_image
     folder, lossless, picked = synthetic_folder(tmp_path)
     study.main(["--model", "airbench", "--epochs", "1", "--threads", "1", "--data-dir", str(folder),
                 "--lossless-dir", str(lossless), "--variant", "base={}",
-                "--variant", 'photo={"crop_scale": 0.5, "colour": 0.3, "blur": 0.5}'])  # fmt: skip
+                "--variant", 'photo={"crop_scale": 0.5, "colour": 0.3, "blur": 0.5, "cutmix": 1.0}'])  # fmt: skip
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
     assert table[0].startswith("| variant |") and f"clean hold-out ({len(picked)})" in table[0]
     assert table[1].startswith("| base |") and table[2].startswith("| photo |") and "images, p = " in table[2]
     recorded = (tmp_path / "cache" / "runs" / "study-airbench-photo" / "run.json").read_text()
-    assert '"crop_scale": 0.5' in recorded
+    assert '"crop_scale": 0.5' in recorded and '"cutmix": 1.0' in recorded

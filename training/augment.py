@@ -12,6 +12,10 @@ The recipe's keys, in the order they are applied:
   kernel, mixed in or subtracted). A photo shrunk to 32 px is sharper than CIFAR's images, a JPEG
   softer.
 - `cutout`: one square of that side zeroed (DeVries & Taylor 2017).
+- `cutmix` (0: off), applied by the training loop after `augment` because it changes the labels: with
+  that probability per batch, each image gets a box pasted from another image of the batch and is
+  learned as both classes, weighted by area (Yun et al. 2019). It teaches the network to use the
+  whole image, not the one patch that is most CIFAR-like.
 
 An option that is off draws no random numbers, so recipes without it (and runs resumed from older
 checkpoints) get exactly the batches they always got.
@@ -97,6 +101,23 @@ def cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
     cols = (grid[None] - centre[1][:, None]).abs() <= size // 2
     keep = ~(rows[:, :, None] & cols[:, None, :])
     return x * keep[:, None].to(x.dtype)
+
+
+def cutmix(x: torch.Tensor, p: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """With probability p, one box (area 1 - lam, lam uniform, clipped at the edges) pasted into
+    every image from its partner in a random pairing of the batch. Returns the images, the
+    partners (None when not applied) and the share of each image that is still its own."""
+    if p == 0 or torch.rand(1, generator=gen).item() >= p:
+        return x, None, 1.0
+    size = x.shape[-1]
+    partner = torch.randperm(len(x), generator=gen)
+    side = round(size * math.sqrt(1 - torch.rand(1, generator=gen).item()))
+    cy, cx = torch.randint(0, size, (2,), generator=gen).tolist()
+    top, left = max(cy - side // 2, 0), max(cx - side // 2, 0)
+    bottom, right = min(cy - side // 2 + side, size), min(cx - side // 2 + side, size)
+    out = x.clone()
+    out[:, :, top:bottom, left:right] = x[partner, :, top:bottom, left:right]
+    return out, partner, 1 - (bottom - top) * (right - left) / size**2
 
 
 @functools.lru_cache(maxsize=2)

@@ -87,7 +87,8 @@ def _augmentation(recipe: dict[str, Any]) -> str:
     parts = [f"flip ({recipe['flip']})", f"resized crops {crop:g}-1" if crop else f"translate {recipe['translate']} px"]
     parts += [f"colour +-{recipe['colour']:g}"] if recipe.get("colour") else []
     parts += [f"blur/sharpen {recipe['blur']:g}"] if recipe.get("blur") else []
-    return ", ".join(parts + ([f"cutout {recipe['cutout']} px"] if recipe.get("cutout") else []))
+    parts += [f"cutout {recipe['cutout']} px"] if recipe.get("cutout") else []
+    return ", ".join(parts + ([f"CutMix (p {recipe['cutmix']:g})"] if recipe.get("cutmix") else []))
 
 
 def _distillation(recipe: dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from cifar_onnx.cpu import cpu_model, relevant_flags
 from training import compute as cmp
-from training.augment import augment
+from training.augment import augment, cutmix
 from training.batches import random_images, to_float
 from training.compute import Compute
 from training.data import Cifar10, cache_dir, load_cifar10
@@ -423,6 +423,15 @@ def head_warmup(run: Run, body: list[nn.Parameter], step: int) -> None:
         run.model.train()
 
 
+def batch_loss(run: Run, loss_fn: nn.Module, logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """The loss against the labels (and the teacher's answers, when distilling) of training images idx."""
+    y = torch.from_numpy(run.train_y[idx.numpy()]).to(logits.device, non_blocking=True)
+    if run.teacher is None:
+        return loss_fn(logits, y)
+    return distillation_loss(logits, y, run.teacher[idx].to(logits.device), run.alpha,
+                             run.recipe["distill_temperature"], run.recipe["label_smoothing"])  # fmt: skip
+
+
 def train_epoch(
     run: Run, trained: nn.Module, loss_fn: nn.Module, body: list[nn.Parameter]
 ) -> tuple[int, float, int, float]:
@@ -443,16 +452,16 @@ def train_epoch(
         idx = order[i * bs : (i + 1) * bs]
         # Every process augments the whole batch (same generator), then takes its share.
         x = augment(to_float(run.train_x[idx.numpy()]), idx, epoch, recipe, args.seed, gen)
+        x, partner, own = cutmix(x, recipe.get("cutmix", 0), gen)
         share = slice(compute.rank, None, compute.world)
+        pasted = None if partner is None else idx[partner][share]
         idx, x = idx[share], x[share].to(compute.device, non_blocking=True)
         y = torch.from_numpy(run.train_y[idx.numpy()]).to(compute.device, non_blocking=True)
         with compute.autocast():
             logits = trained(x)
-            if run.teacher is None:
-                loss = loss_fn(logits.float(), y)
-            else:
-                loss = distillation_loss(logits.float(), y, run.teacher[idx].to(compute.device), run.alpha,
-                                         recipe["distill_temperature"], recipe["label_smoothing"])  # fmt: skip
+            loss = batch_loss(run, loss_fn, logits.float(), idx)
+            if pasted is not None:  # a cut-mixed image is learned as both its classes, by area
+                loss = own * loss + (1 - own) * batch_loss(run, loss_fn, logits.float(), pasted)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
