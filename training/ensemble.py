@@ -153,9 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     lossless = (
         measure_lossless(lambda x: ort_probs(sess, x), data, clean_positions(members, data)) if data.lossless else {}
     )
-    write_served(
-        args.out, args.name, files["int8"], results, data.test.labels, described(metas, args, argv), lossless=lossless
-    )
+    write_served(args.out, args.name, files["int8"], results, data.test.labels, described(metas, args, argv),
+                 lossless=lossless, layout=data.layout)  # fmt: skip
 
 
 if __name__ == "__main__":

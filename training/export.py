@@ -42,8 +42,13 @@ QUANTISED_OPS = ["Conv", "Gemm", "MatMul", "Clip", "Relu"]
 BIAS_CORRECTION = "empirical, per output channel, on the calibration images"
 FLOAT_DEPTHWISE = "depthwise Conv (group > 1) and the ReLU/Clip after each"  # --float-depthwise keeps these float
 DATASET_NOTE = ("CIFAR-10, official split, read from a JPEG quality-75 re-encoding of the official images "
-                "(mean PSNR 30.5 dB against the originals); 45,000 train / 5,000 validation (stratified, "
-                "fixed seed) / 10,000 test")  # fmt: skip
+                "(mean PSNR 30.5 dB against the originals); ")  # fmt: skip
+LAYOUT_NOTES = {
+    "split": "45,000 train (less the clean hold-out's copies, for runs since it existed) / 5,000 validation "
+             "(stratified, fixed seed) / 10,000 test",
+    "full": "trained on the 48,000 training images outside the clean hold-out (2,000 lossless training "
+            "images), validated on the hold-out's JPEG copies / 10,000 test",
+}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,7 +334,7 @@ def measure(paths: dict[str, Path], val_x: np.ndarray, val_y: np.ndarray, test_x
 
 
 def write_served(out: Path, name: str, int8: Path, results: dict[str, dict[str, Any]], test_y: np.ndarray,
-                 described: dict[str, Any], lossless: dict[str, Any] | None = None) -> Path:  # fmt: skip
+                 described: dict[str, Any], lossless: dict[str, Any] | None = None, layout: str = "split") -> Path:  # fmt: skip
     """Copy the int8 file to `<out>/<name>.onnx` and write `<name>.json`: the measured fields
     (fp32 ones when an fp32 graph was measured), the contract, and `described` (how it was made)."""
     work = cache_dir() / "export" / name
@@ -357,7 +362,7 @@ def write_served(out: Path, name: str, int8: Path, results: dict[str, dict[str, 
         "confusion_test_int8": confusion(int8_probs, test_y),
         "size_bytes": {tag: r["size_bytes"] for tag, r in results.items()},
         "latency_ms_batch1_1thread": {tag: r["latency_ms"] for tag, r in results.items()},
-        "dataset": DATASET_NOTE,
+        "dataset": DATASET_NOTE + LAYOUT_NOTES[layout],
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": ort.__version__, "numpy": np.__version__, "opset": OPSET},
         "sha256": sha256(target),
@@ -443,7 +448,7 @@ def main(argv: list[str] | None = None) -> None:
         served(torch.zeros(1, 32, 32, 3, dtype=torch.uint8))
 
     names = [i["name"] for i in infos]
-    write_served(args.out, args.name, int8, results, test_y, lossless=lossless, described={
+    write_served(args.out, args.name, int8, results, test_y, lossless=lossless, layout=data.layout, described={
         "title": args.title or " + ".join(names) + " (int8)",
         "default": args.default,
         "architecture": " + ".join(f"{n}: {REGISTRY[n].description}" for n in names),

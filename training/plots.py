@@ -25,9 +25,10 @@ SPLITS = (("train", "tab:blue"), ("val", "tab:orange"), ("test", "tab:green"), (
 LABELS = {"val": "validation (JPEG)", "test": "test (JPEG)", "lossless": "clean hold-out (lossless)"}
 
 
-def curves(history: list[dict], title: str, path: Path) -> None:
+def curves(history: list[dict], title: str, path: Path, smoothing: float = 0.0) -> None:
     """Loss and accuracy per epoch on train (augmented, running mean over the epoch),
-    validation, test and, for runs since it existed, the clean hold-out."""
+    validation, test and, for runs since it existed, the clean hold-out. `smoothing`: the
+    run's label smoothing, which lifts the train loss above the others."""
     epochs = [row["epoch"] for row in history]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
     for split, colour in SPLITS:
@@ -45,7 +46,8 @@ def curves(history: list[dict], title: str, path: Path) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"{title} (train loss includes label smoothing and augmentation)", fontsize=10)
+    on = f"label smoothing {smoothing:g} and augmentation" if smoothing else "augmentation"
+    fig.suptitle(f"{title} (train figures on {on})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -122,7 +124,9 @@ def main(argv: list[str] | None = None) -> None:
         history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
         name = run.name  # the run folder: two runs of one architecture (say two widths) differ here
         histories[name] = history
-        curves(history, name, args.out / f"{name}-curves.png")
+        record = run / "run.json"
+        recipe = json.loads(record.read_text()).get("recipe", {}) if record.exists() else {}
+        curves(history, name, args.out / f"{name}-curves.png", recipe.get("label_smoothing", 0.0))
         (args.out / f"{name}-history.json").write_text(json.dumps(history, indent=1))
     if len(histories) > 1:
         accuracy_against_cpu_time(histories, args.out / f"{args.compare}.png")
