@@ -7,6 +7,7 @@ has it); the rule on synthetic answers, where the right choice is known.
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -178,9 +179,15 @@ def test_the_augmentation_study_trains_each_variant_and_judges_it_on_clean_image
     folder, lossless, picked = synthetic_folder(tmp_path)
     study.main(["--model", "airbench", "--epochs", "1", "--threads", "1", "--data-dir", str(folder),
                 "--lossless-dir", str(lossless), "--variant", "base={}",
-                "--variant", 'photo={"crop_scale": 0.5, "colour": 0.3, "blur": 0.5, "cutmix": 1.0}'])  # fmt: skip
+                "--variant", 'photo={"crop_scale": 0.5, "colour": 0.3, "blur": 0.5, "cutmix": 1.0}',
+                "--record", str(tmp_path / "studies" / "photo.json")])  # fmt: skip
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
     assert table[0].startswith("| variant |") and f"clean hold-out ({len(picked)})" in table[0]
     assert table[1].startswith("| base |") and table[2].startswith("| photo |") and "images, p = " in table[2]
     recorded = (tmp_path / "cache" / "runs" / "study-airbench-photo" / "run.json").read_text()
     assert '"crop_scale": 0.5' in recorded and '"cutmix": 1.0' in recorded
+    from training.tables import study_table
+
+    kept = json.loads((tmp_path / "studies" / "photo.json").read_text())
+    assert [v["name"] for v in kept["variants"]] == ["base", "photo"] and kept["clean_images"] == len(picked)
+    assert study_table(kept).splitlines()[2:] == table[1:], "the documents' table renders what was printed"

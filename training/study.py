@@ -8,13 +8,16 @@ the first by McNemar's exact test on the same 2,000 clean images (training.choos
 
 Each variant is a `python -m training.train` run in ~/.cache/cifar-onnx/runs/study-<model>-<name>
 (resumable: run the same command again after an interruption); `--epochs` shortens every variant
-alike. Prints a Markdown table.
+alike. Prints a Markdown table; `--record docs/studies/NAME.json` keeps the results, from which
+`python -m training.tables` renders the table where a document marks `study-NAME`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,7 @@ from training.batches import to_float
 from training.choose import beyond_noise, mcnemar_p
 from training.data import cache_dir, load_cifar10
 from training.export import load_run
+from training.tables import study_table
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,6 +40,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-dir", help="image-folder CIFAR-10; env CIFAR10_DIR")
     p.add_argument("--lossless-dir", help="the clean hold-out; env CIFAR10_LOSSLESS_DIR")
+    p.add_argument("--record", type=Path, help="also write the results as JSON (docs/studies/NAME.json: "
+                   "training.tables renders it as the table `study-NAME`)")  # fmt: skip
     return p
 
 
@@ -65,18 +71,21 @@ def main(argv: list[str] | None = None) -> None:
     clean = data.lossless.clean
     right = {name: clean_right(run, clean.images, clean.labels) for name, run in runs.items()}
     first = next(iter(variants))
-    print(
-        f"| variant | recipe overrides | clean hold-out ({len(clean.labels):,}) | JPEG validation | against {first} |"
-    )
-    print("| --- | --- | --- | --- | --- |")
+    record = {"model": args.model, "epochs": args.epochs or train.RECIPES[args.model]["epochs"], "layout": "split",
+              "clean_images": len(clean.labels), "baseline": first, "command": "python -m training.study "
+              + shlex.join(argv if argv is not None else sys.argv[1:]), "variants": []}  # fmt: skip
     for name, run in runs.items():
         last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
-        gap = int(right[name].sum()) - int(right[first].sum())
-        verdict = "-" if name == first else (
-            f"{gap:+d} images, p = {mcnemar_p(right[name], right[first]):.3f}"
-            + (" (beyond noise)" if beyond_noise(right[name], right[first]) or beyond_noise(right[first], right[name])
-               else " (noise)"))  # fmt: skip
-        print(f"| {name} | `{variants[name]}` | {100 * right[name].mean():.2f}% | {last['val_acc']:.2f}% | {verdict} |")
+        record["variants"].append({
+            "name": name, "overrides": json.loads(variants[name]), "clean_right": int(right[name].sum()),
+            "jpeg_val_acc": last["val_acc"], "p_against_baseline": mcnemar_p(right[name], right[first]),
+            "beyond_noise": bool(beyond_noise(right[name], right[first]) or beyond_noise(right[first], right[name])),
+        })  # fmt: skip
+    print(study_table(record))
+    if args.record:
+        args.record.parent.mkdir(parents=True, exist_ok=True)
+        args.record.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {args.record}; python -m training.tables renders it where a document marks it")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The generated tables of the documents, rendered from their sources (the served models'
-metadata, model/*.json): never typed twice, so they cannot drift from the files.
+metadata, model/*.json, and the recorded studies, docs/studies/*.json): never typed twice, so they
+cannot drift from the files.
 
     python -m training.tables            # rewrite the tables in place
     python -m training.tables --check    # exit 1 if a document's table differs from its source (CI)
@@ -193,12 +194,36 @@ def tta(metas: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def study_table(record: dict[str, Any]) -> str:
+    """An augmentation study (training.study): each variant on the clean hold-out and JPEG
+    validation, and its paired difference from the baseline in images."""
+    n, base = record["clean_images"], record["baseline"]
+    right = {v["name"]: v["clean_right"] for v in record["variants"]}
+    rows = []
+    for v in record["variants"]:
+        verdict = "-" if v["name"] == base else (f"{right[v['name']] - right[base]:+d} images, p = "
+                  f"{v['p_against_baseline']:.3f} ({'beyond noise' if v['beyond_noise'] else 'noise'})")  # fmt: skip
+        rows.append([v["name"], f"`{json.dumps(v['overrides'])}`", _pct(100 * v["clean_right"] / n),
+                     _pct(v["jpeg_val_acc"]), verdict])  # fmt: skip
+    return _table(
+        ["variant", "recipe overrides", f"clean hold-out ({n:,})", "JPEG validation", f"against {base}"], rows
+    )
+
+
+STUDIES = REPO / "docs" / "studies"
+
+
+def _study(path: Path) -> Callable[[list[dict[str, Any]]], str]:
+    return lambda metas: study_table(json.loads(path.read_text()))
+
+
 TABLES: dict[str, Callable[[list[dict[str, Any]]], str]] = {
     "tta": tta,
     "per_class": per_class,
     "accuracy": accuracy, "models": models, "recipes": recipes, "int8": int8,
     "calibration": calibration, "unsure": unsure, "explain": explain,
 }  # fmt: skip
+TABLES.update({f"study-{path.stem}": _study(path) for path in sorted(STUDIES.glob("*.json"))})
 
 
 def render(text: str, metas: list[dict[str, Any]]) -> str:
@@ -227,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.check:
                 doc.write_text(fresh)
     if args.check and stale:
-        print(f"generated tables differ from model/*.json in: {', '.join(map(str, stale))}; "
+        print(f"generated tables differ from their sources in: {', '.join(map(str, stale))}; "
               "run python -m training.tables", file=sys.stderr)  # fmt: skip
         return 1
     print("tables " + ("up to date" if not stale else f"rewritten in {', '.join(map(str, stale))}"))
