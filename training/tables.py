@@ -89,7 +89,8 @@ def _augmentation(recipe: dict[str, Any]) -> str:
     parts += [f"colour +-{recipe['colour']:g}"] if recipe.get("colour") else []
     parts += [f"blur/sharpen {recipe['blur']:g}"] if recipe.get("blur") else []
     parts += [f"cutout {recipe['cutout']} px"] if recipe.get("cutout") else []
-    return ", ".join(parts + ([f"CutMix (p {recipe['cutmix']:g})"] if recipe.get("cutmix") else []))
+    parts += [f"CutMix (p {recipe['cutmix']:g})"] if recipe.get("cutmix") else []
+    return ", ".join(parts)
 
 
 def _distillation(recipe: dict[str, Any]) -> str:
