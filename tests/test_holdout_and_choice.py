@@ -169,6 +169,26 @@ def test_a_new_model_ships_only_without_a_clean_loss_beyond_noise() -> None:
     assert not choose.may_replace(answers(1850, 4800, shift=5), incumbent)  # 50 fewer: a real loss
 
 
+def test_the_latency_guard_passes_over_a_candidate_too_slow_to_serve() -> None:
+    picks = {"pair": answers(1880, 4700), "trio": answers(1900, 4710, shift=3)}
+    assert choose.choose(picks) == "trio"
+    assert choose.choose_within(picks, {"pair": 4.1, "trio": 7.0}, bound_ms=4.7) == "pair"
+    # a faster candidate that loses on JPEG validation beyond noise is still vetoed by a fast one
+    picks["fast-but-jpeg-worse"] = answers(1950, 4400, shift=9)
+    assert choose.choose_within(picks, {"pair": 4.1, "trio": 7.0, "fast-but-jpeg-worse": 2.0}, 4.7) == "pair"
+    assert choose.choose_within(picks, {"pair": 5.0, "trio": 7.0, "fast-but-jpeg-worse": 6.0}, 4.7) is None
+
+
+def test_latency_is_timed_as_served_for_a_file_and_an_average(tmp_path: Path) -> None:
+    from tests.tiny_model import write_tiny_model
+
+    a, b = (write_tiny_model(tmp_path, name).with_suffix("") for name in ("a", "b"))
+    image = np.zeros((1, 32, 32, 3), dtype=np.uint8)
+    latency = choose.served_latency_ms({"a": (a,), "a + b": (a, b)}, image, rounds=1, calls=5)
+    assert set(latency) == {"a", "a + b"}
+    assert all(0 < ms < 1000 for ms in latency.values())
+
+
 @pytest.mark.slow
 def test_the_augmentation_study_trains_each_variant_and_judges_it_on_clean_images(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

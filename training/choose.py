@@ -16,6 +16,13 @@ smallest difference in images that would pass it. A new model or default ships o
 does not lose on clean validation beyond noise against the one it replaces (`may_replace`).
 `--combine` adds every average of two or more candidates (what training.ensemble would build);
 `--write` records each served file's clean-hold-out accuracy in its metadata.
+
+The latency guard (`--latency-bound-ms`): a default must answer no slower than the default it is
+measured against. Each candidate is timed at batch 1 on one thread as the service would serve it
+(its own registry, so the int8 kernels are chosen as in production; an average as the one graph
+training.ensemble writes), and a candidate over the bound is shown but never chosen. The bound in
+use, the 2026-11-24 default as its revision served it on this CPU, is what `python -m
+benchmarks.against 7add63a` prints as "then: batch 1 ms" for `cifar10`.
 """
 
 from __future__ import annotations
@@ -24,13 +31,20 @@ import argparse
 import itertools
 import json
 import math
+import shutil
+import statistics
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
+from cifar_onnx import registry
 from training.data import Cifar10, load_cifar10
+from training.ensemble import merge
 from training.export import ort_probs, session
 from training.holdout import clean_positions, held_out_rows, measure_lossless
 
@@ -84,6 +98,41 @@ def choose(candidates: dict[str, Answers]) -> str:
     return order[0]  # unreachable: the best on JPEG validation is never beaten on it
 
 
+def choose_within(candidates: dict[str, Answers], latency_ms: dict[str, float], bound_ms: float) -> str | None:
+    """The rule among the candidates the latency guard lets be served (None: no candidate is fast
+    enough). A slower candidate cannot be served, so it vetoes nothing either."""
+    allowed = {name: a for name, a in candidates.items() if latency_ms[name] <= bound_ms}
+    return choose(allowed) if allowed else None
+
+
+def served_latency_ms(
+    groups: dict[str, tuple[Path, ...]], image: np.ndarray, rounds: int = 3, calls: int = 200
+) -> dict[str, float]:
+    """Each candidate's batch-1 median in ms (one thread) as the service serves it: one file, or
+    the merged graph of an average. Rounds take turns so that a noisy neighbour hurts all alike."""
+    with tempfile.TemporaryDirectory() as tmp:
+        models = {}
+        for i, (name, members) in enumerate(groups.items()):
+            path = members[0].with_suffix(".onnx")
+            if len(members) > 1:
+                path = Path(tmp) / f"candidate{i}.onnx"
+                onnx.save(merge([m.with_suffix(".onnx") for m in members]), str(path))
+                shutil.copy(members[0].with_suffix(".json"), path.with_suffix(".json"))
+            models[name] = registry.load_model(path, threads=1)
+        medians: dict[str, list[float]] = {name: [] for name in models}
+        for _ in range(rounds):
+            for name, model in models.items():
+                for _ in range(20):  # warm-up: the first calls allocate
+                    model.predict(image)
+                times = []
+                for _ in range(calls):
+                    start = time.perf_counter()
+                    model.predict(image)
+                    times.append(1000 * (time.perf_counter() - start))
+                medians[name].append(statistics.median(times))
+    return {name: round(statistics.median(m), 2) for name, m in medians.items()}
+
+
 def may_replace(new: Answers, incumbent: Answers) -> bool:
     """A new model (or default) ships only if it does not lose on clean validation beyond noise."""
     return not beyond_noise(incumbent.clean, new.clean)
@@ -103,17 +152,27 @@ def answers(probs: dict[str, np.ndarray], rows: np.ndarray, clean: np.ndarray, d
                    jpeg=probs["jpeg"].argmax(1) == data.full.labels[rows])  # fmt: skip
 
 
-def table(candidates: dict[str, Answers], chosen: str) -> list[str]:
+def table(
+    candidates: dict[str, Answers],
+    chosen: str,
+    latency_ms: dict[str, float] | None = None,
+    bound_ms: float | None = None,
+) -> list[str]:
     pick = candidates[chosen]
-    lines = ["| candidate | clean hold-out | JPEG validation | clean vs chosen: p | JPEG vs chosen: p |",
-             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    columns = ["candidate", "clean hold-out", "JPEG validation", "clean vs chosen: p", "JPEG vs chosen: p"]
+    columns += ["batch 1 ms"] if latency_ms is not None else []
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     ranked = sorted(candidates, key=lambda n: tuple(-a for a in candidates[n].accuracy()))
     for name in ranked:
         a = candidates[name]
         clean, jpeg = a.accuracy()
         mark = " (chosen)" if name == chosen else ""
-        lines.append(f"| {name}{mark} | {clean:.2f}% | {jpeg:.2f}% | {mcnemar_p(a.clean, pick.clean):.3f} "
-                     f"| {mcnemar_p(a.jpeg, pick.jpeg):.3f} |")  # fmt: skip
+        row = (f"| {name}{mark} | {clean:.2f}% | {jpeg:.2f}% | {mcnemar_p(a.clean, pick.clean):.3f} "
+               f"| {mcnemar_p(a.jpeg, pick.jpeg):.3f} |")  # fmt: skip
+        if latency_ms is not None:
+            over = bound_ms is not None and latency_ms[name] > bound_ms
+            row += f" {latency_ms[name]:.2f}{' (over the bound)' if over else ''} |"
+        lines.append(row)
     return lines
 
 
@@ -123,6 +182,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--candidate", type=Path, action="append", required=True, help="served model path, no suffix")
     p.add_argument("--combine", action="store_true", help="also every average of two or more candidates")
     p.add_argument("--write", action="store_true", help="record each file's clean-hold-out accuracy in its .json")
+    p.add_argument("--latency-bound-ms", type=float,
+                   help="never choose a candidate slower than this at batch 1 (1 thread, as served): the latency guard")  # fmt: skip
     p.add_argument("--data-dir", help="image-folder CIFAR-10; env CIFAR10_DIR")
     p.add_argument("--lossless-dir", help="the clean hold-out; env CIFAR10_LOSSLESS_DIR")
     p.add_argument("--download", action="store_true")
@@ -147,14 +208,25 @@ def main(argv: list[str] | None = None) -> None:
         if args.write:
             record_lossless(path, metas[str(path)], sess, data)
     candidates = {name: answers(pr, rows, clean, data) for name, pr in probs.items()}
+    groups = {str(path): (path,) for path in args.candidate}
     if args.combine:
         for size in range(2, len(probs) + 1):
             for combo in itertools.combinations(probs, size):
                 mean = {k: np.mean([probs[m][k] for m in combo], axis=0) for k in ("jpeg", "clean")}
                 candidates[" + ".join(combo)] = answers(mean, rows, clean, data)
-    chosen = choose(candidates)
-    print("\n".join(table(candidates, chosen)))
+                groups[" + ".join(combo)] = tuple(Path(m) for m in combo)
+    latency = None
+    if args.latency_bound_ms is not None:
+        latency = served_latency_ms(groups, data.test.images[:1])
+    chosen = choose(candidates) if latency is None else choose_within(candidates, latency, args.latency_bound_ms)
+    if chosen is None:
+        p.error(f"no candidate is within the latency bound of {args.latency_bound_ms} ms: {latency}")
+    print("\n".join(table(candidates, chosen, latency, args.latency_bound_ms)))
     print(f"\nchosen: {chosen}")
+    if latency is not None:
+        over = sum(ms > args.latency_bound_ms for ms in latency.values())
+        print(f"latency guard: batch 1 within {args.latency_bound_ms} ms, 1 thread, as served; "
+              f"{over} of {len(candidates)} candidates over it")  # fmt: skip
     print(noise_note(candidates, chosen))
 
 
