@@ -34,7 +34,6 @@ import math
 import shutil
 import statistics
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ import onnx
 from cifar_onnx import registry
 from training.data import Cifar10, load_cifar10
 from training.ensemble import merge
-from training.export import ort_probs, session
+from training.export import latency_ms, ort_probs, session
 from training.holdout import clean_positions, held_out_rows, measure_lossless
 
 ALPHA = 0.05  # McNemar's exact two-sided test: below this, a paired difference is not noise
@@ -105,11 +104,10 @@ def choose_within(candidates: dict[str, Answers], latency_ms: dict[str, float], 
     return choose(allowed) if allowed else None
 
 
-def served_latency_ms(
-    groups: dict[str, tuple[Path, ...]], image: np.ndarray, rounds: int = 3, calls: int = 200
-) -> dict[str, float]:
+def served_latency_ms(groups: dict[str, tuple[Path, ...]], rounds: int = 3, calls: int = 200) -> dict[str, float]:
     """Each candidate's batch-1 median in ms (one thread) as the service serves it: one file, or
-    the merged graph of an average. Rounds take turns so that a noisy neighbour hurts all alike."""
+    the merged graph of an average, loaded by the service's registry (so its int8 kernels are the
+    production choice). Rounds take turns so that a noisy neighbour hurts all alike."""
     with tempfile.TemporaryDirectory() as tmp:
         models = {}
         for i, (name, members) in enumerate(groups.items()):
@@ -122,14 +120,7 @@ def served_latency_ms(
         medians: dict[str, list[float]] = {name: [] for name in models}
         for _ in range(rounds):
             for name, model in models.items():
-                for _ in range(20):  # warm-up: the first calls allocate
-                    model.predict(image)
-                times = []
-                for _ in range(calls):
-                    start = time.perf_counter()
-                    model.predict(image)
-                    times.append(1000 * (time.perf_counter() - start))
-                medians[name].append(statistics.median(times))
+                medians[name].append(latency_ms(model.session, calls))
     return {name: round(statistics.median(m), 2) for name, m in medians.items()}
 
 
@@ -217,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
                 groups[" + ".join(combo)] = tuple(Path(m) for m in combo)
     latency = None
     if args.latency_bound_ms is not None:
-        latency = served_latency_ms(groups, data.test.images[:1])
+        latency = served_latency_ms(groups)
     chosen = choose(candidates) if latency is None else choose_within(candidates, latency, args.latency_bound_ms)
     if chosen is None:
         p.error(f"no candidate is within the latency bound of {args.latency_bound_ms} ms: {latency}")
