@@ -78,6 +78,16 @@ def test_a_wrong_index_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         cifar.load_cifar10(folder, lossless=lossless)
 
 
+def test_a_hold_out_of_another_folder_is_refused_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The full hold-out given with a small image folder: a clear error, not an index out of range."""
+    monkeypatch.setenv("CIFAR_ONNX_CACHE", str(tmp_path / "cache"))
+    folder, lossless, _ = synthetic_folder(tmp_path)
+    text = (lossless / "index.csv").read_text().replace("train/truck/0000.jpg", f"train/truck/{PER_CLASS:04d}.jpg")
+    (lossless / "index.csv").write_text(text)
+    with pytest.raises(ValueError, match="does not have"):
+        cifar.load_cifar10(folder, lossless=lossless)
+
+
 @pytest.mark.dataset
 def test_the_real_hold_out_is_the_2000_jpeg_copies(monkeypatch: pytest.MonkeyPatch) -> None:
     root = dataset_dir()

@@ -47,6 +47,13 @@ def tiny_folder(root: Path, per_class_train: int = 30, per_class_test: int = 10)
     return root
 
 
+def tool_env(tmp_path: Path) -> dict[str, str]:
+    """The tools' environment: a cache of the test's own, and no clean hold-out from the shell (the
+    real 2,000-image one names images the tiny folders do not have)."""
+    env = {k: v for k, v in os.environ.items() if k != "CIFAR10_LOSSLESS_DIR"}
+    return {**env, "CIFAR_ONNX_CACHE": str(tmp_path / "cache"), "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
+
+
 def run(module: str, *args: str, env: dict[str, str]) -> str:
     done = subprocess.run(
         [sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
@@ -57,7 +64,7 @@ def run(module: str, *args: str, env: dict[str, str]) -> str:
 
 def test_train_export_quantise_evaluate_serve(tmp_path: Path) -> None:
     data = tiny_folder(tmp_path / "cifar")
-    env = {**os.environ, "CIFAR_ONNX_CACHE": str(tmp_path / "cache"), "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
+    env = tool_env(tmp_path)
     run_dir, model_dir = tmp_path / "run", tmp_path / "models"
     out = run("training.train", "--model", "airbench", "--data-dir", str(data), "--out", str(run_dir),
               "--epochs", "1", "--threads", "2", "--precision", "fp32", env=env)  # fmt: skip
@@ -135,7 +142,7 @@ def test_train_export_quantise_evaluate_serve(tmp_path: Path) -> None:
 @pytest.mark.skipif(not bf16_is_fast(), reason="this CPU has neither AMX nor AVX512-BF16: bf16 is emulated here")
 def test_training_in_bf16_where_the_cpu_has_it(tmp_path: Path) -> None:
     data = tiny_folder(tmp_path / "cifar", per_class_train=20, per_class_test=5)
-    env = {**os.environ, "CIFAR_ONNX_CACHE": str(tmp_path / "cache"), "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
+    env = tool_env(tmp_path)
     run_dir = tmp_path / "run"
     run("training.train", "--model", "airbench", "--data-dir", str(data), "--out", str(run_dir), "--epochs", "1",
         "--threads", "2", env=env)  # fmt: skip
@@ -146,7 +153,7 @@ def test_finetune_rebuilds_the_served_vgg_and_exports_it_again(tmp_path: Path) -
     """training.finetune starts from the shipped int8 graph (no checkpoint): the rebuilt network
     must answer as the graph does, and its run must go through training.export like any other."""
     data = tiny_folder(tmp_path / "cifar", per_class_train=20, per_class_test=5)
-    env = {**os.environ, "CIFAR_ONNX_CACHE": str(tmp_path / "cache"), "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
+    env = tool_env(tmp_path)
     shipped = served_vgg()
     run_dir, model_dir = tmp_path / "run", tmp_path / "models"
     out = run("training.finetune", "--onnx", str(shipped), "--data-dir", str(data), "--out", str(run_dir),
@@ -173,7 +180,7 @@ def test_finetune_rebuilds_the_served_vgg_and_exports_it_again(tmp_path: Path) -
 
 
 def test_finetune_refuses_a_graph_that_is_not_a_single_vgg(tmp_path: Path) -> None:
-    env = {**os.environ, "CIFAR_ONNX_CACHE": str(tmp_path / "cache"), "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
+    env = tool_env(tmp_path)
     done = subprocess.run([sys.executable, "-m", "training.finetune", "--onnx", str(REPO / "model" / "airbench.onnx")],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert done.returncode != 0 and "is not a single VGG16-BN" in done.stderr
@@ -187,6 +194,7 @@ def test_a_run_cut_off_and_resumed_ends_with_the_same_weights(tmp_path: Path, mo
 
     data = tiny_folder(tmp_path / "cifar", per_class_train=13, per_class_test=3)
     monkeypatch.setenv("CIFAR_ONNX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("CIFAR10_LOSSLESS_DIR", raising=False)  # the real hold-out is not this folder's
     tiny_vgg = '{"model": {"width": 0.125, "resolution": 32, "pretrained": false}, "batch_size": 32}'
     common = ["--model", "vgg16_bn", "--data-dir", str(data), "--epochs", "2", "--threads", "1",
               "--precision", "fp32", "--set", tiny_vgg, "--progress-seconds", "60"]  # fmt: skip

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import pytest
 
 from cifar_onnx.preprocess import decode_image
 from tests.conftest import REPO, dataset_dir, served_vgg
-from tests.test_training_e2e import CLASSES, tiny_folder
+from tests.test_training_e2e import CLASSES, tiny_folder, tool_env
 
 torch = pytest.importorskip("torch", reason="the training extra is not installed (pip install .[train])")
 
@@ -89,8 +88,7 @@ def test_a_graph_that_is_not_a_vgg_is_refused(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes_learn_and_stay_identical(tmp_path: Path) -> None:
     data = tiny_folder(tmp_path / "cifar", per_class_train=20, per_class_test=5)
-    env = {**os.environ, "CIFAR_ONNX_CACHE": str(tmp_path / "cache"), "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}",
-           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    env = {**tool_env(tmp_path), "OMP_NUM_THREADS": "1"}
     run_dir = tmp_path / "run"
     recipe = {"model": {"width": 0.125, "resolution": 32}, "batch_size": 32, "lr": 0.05, "cutout": 0}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]

@@ -128,11 +128,16 @@ def stratified_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _folder_rows(labels: np.ndarray, jpeg_copies: list[str]) -> np.ndarray:
     """Rows of the class-sorted folder array for 'train/<class>/NNNN.jpg' names (NNNN is the
     image's rank in its class folder, which `_read_folder` reads in sorted order)."""
-    starts = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=len(CLASSES)))[:-1]])
+    counts = np.bincount(labels, minlength=len(CLASSES))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rows = []
     for name in jpeg_copies:
         _, cls, file = name.split("/")
-        rows.append(starts[CLASSES.index(cls)] + int(Path(file).stem))
+        rank = int(Path(file).stem)
+        if rank >= counts[CLASSES.index(cls)]:  # a hold-out made for another (larger) image folder
+            raise ValueError(f"the clean hold-out names {name}, which the image folder does not have "
+                             f"({counts[CLASSES.index(cls)]} {cls} training images): is it this folder's hold-out?")  # fmt: skip
+        rows.append(starts[CLASSES.index(cls)] + rank)
     return np.asarray(rows, dtype=np.int64)
 
 
