@@ -133,11 +133,11 @@ def _folder_rows(labels: np.ndarray, jpeg_copies: list[str]) -> np.ndarray:
     rows = []
     for name in jpeg_copies:
         _, cls, file = name.split("/")
-        rank = int(Path(file).stem)
-        if rank >= counts[CLASSES.index(cls)]:  # a hold-out made for another (larger) image folder
+        label, rank = CLASSES.index(cls), int(Path(file).stem)
+        if rank >= counts[label]:  # a hold-out made for another (larger) image folder
             raise ValueError(f"the clean hold-out names {name}, which the image folder does not have "
-                             f"({counts[CLASSES.index(cls)]} {cls} training images): is it this folder's hold-out?")  # fmt: skip
-        rows.append(starts[CLASSES.index(cls)] + rank)
+                             f"({counts[label]} {cls} training images): is it this folder's hold-out?")  # fmt: skip
+        rows.append(starts[label] + rank)
     return np.asarray(rows, dtype=np.int64)
 
 
