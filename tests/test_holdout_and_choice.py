@@ -220,3 +220,14 @@ def test_the_augmentation_study_trains_each_variant_and_judges_it_on_clean_image
     kept = json.loads((tmp_path / "studies" / "photo.json").read_text())
     assert [v["name"] for v in kept["variants"]] == ["base", "photo"] and kept["clean_images"] == len(picked)
     assert study_table(kept).splitlines()[2:] == table[1:], "the documents' table renders what was printed"
+
+
+def test_a_latency_reference_is_timed_beside_the_candidates_and_sets_the_bound(tmp_path: Path) -> None:
+    from tests.tiny_model import write_tiny_model
+
+    a, ref = (write_tiny_model(tmp_path, name).with_suffix("") for name in ("a", "ref"))
+    bound, latency = choose.latency_guard({"a": (a,), "a + ref": (a, ref)}, ref, None)
+    assert latency is not None and set(latency) == {"a", "a + ref"}  # the reference is no candidate
+    assert bound is not None and 0 < bound < 1000
+    assert choose.latency_guard({"a": (a,)}, None, None) == (None, None)
+    assert choose.latency_guard({"a": (a,)}, None, 4.7)[0] == 4.7

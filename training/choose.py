@@ -17,12 +17,19 @@ does not lose on clean validation beyond noise against the one it replaces (`may
 `--combine` adds every average of two or more candidates (what training.ensemble would build);
 `--write` records each served file's clean-hold-out accuracy in its metadata.
 
-The latency guard (`--latency-bound-ms`): a default must answer no slower than the default it is
-measured against. Each candidate is timed at batch 1 on one thread as the service would serve it
-(its own registry, so the int8 kernels are chosen as in production; an average as the one graph
-training.ensemble writes), and a candidate over the bound is shown but never chosen. The bound in
-use, the 2026-11-24 default as its revision served it on this CPU, is what `python -m
-benchmarks.against 7add63a` prints as "then: batch 1 ms" for `cifar10`.
+The latency guard: a default must answer no slower than the default it is measured against.
+Each candidate is timed at batch 1 on one thread as the service would serve it (its own registry,
+so the int8 kernels are chosen as in production; an average as the one graph training.ensemble
+writes), and a candidate over the bound is shown but never chosen. `--latency-reference` names
+the file the bound comes from, timed in the same rounds as the candidates (a shared machine's speed
+drifts between sittings by more than the margins in question):
+
+    git show 7add63a:model/cifar10.onnx > /tmp/ref/cifar10.onnx   # the 2026-11-24 default, and its .json
+    python -m training.choose --candidate ... --combine --latency-reference /tmp/ref/cifar10
+
+Today's registry times it, so where its own revision ran the reference kernels (CPUs without
+VNNI) the bound is the stricter one. `--latency-bound-ms` takes a number instead, e.g. what
+`python -m benchmarks.against 7add63a` prints as "then: batch 1 ms" for `cifar10`.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from training.ensemble import merge
 from training.export import latency_ms, ort_probs, session
 from training.holdout import clean_positions, held_out_rows, measure_lossless
 
+REFERENCE = "latency reference"  # its key among the timed models: not a candidate
 ALPHA = 0.05  # McNemar's exact two-sided test: below this, a paired difference is not noise
 
 
@@ -131,6 +139,17 @@ def served_latency_ms(groups: dict[str, tuple[Path, ...]], rounds: int = 3, call
     return {name: round(statistics.median(m), 2) for name, m in medians.items()}
 
 
+def latency_guard(
+    groups: dict[str, tuple[Path, ...]], reference: Path | None, bound_ms: float | None
+) -> tuple[float | None, dict[str, float] | None]:
+    """(bound, each candidate's batch-1 ms): the reference's own time in the same rounds when one
+    is given, else the number given; (None, None) when there is no guard."""
+    if reference is not None:
+        latency = served_latency_ms({REFERENCE: (reference,), **groups})
+        return latency.pop(REFERENCE), latency
+    return bound_ms, None if bound_ms is None else served_latency_ms(groups)
+
+
 def may_replace(new: Answers, incumbent: Answers) -> bool:
     """A new model (or default) ships only if it does not lose on clean validation beyond noise."""
     return not beyond_noise(incumbent.clean, new.clean)
@@ -175,8 +194,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--candidate", type=Path, action="append", required=True, help="served model path, no suffix")
     p.add_argument("--combine", action="store_true", help="also every average of two or more candidates")
     p.add_argument("--write", action="store_true", help="record each file's clean-hold-out accuracy in its .json")
-    p.add_argument("--latency-bound-ms", type=float,
-                   help="never choose a candidate slower than this at batch 1 (1 thread, as served): the latency guard")  # fmt: skip
+    guard = p.add_mutually_exclusive_group()
+    guard.add_argument("--latency-reference", type=Path,
+                       help="served model (no suffix) timed beside the candidates: never choose one slower")  # fmt: skip
+    guard.add_argument("--latency-bound-ms", type=float,
+                       help="never choose a candidate slower than this at batch 1 (1 thread, as served)")  # fmt: skip
     p.add_argument("--data-dir", help="image-folder CIFAR-10; env CIFAR10_DIR")
     p.add_argument("--lossless-dir", help="the clean hold-out; env CIFAR10_LOSSLESS_DIR")
     p.add_argument("--download", action="store_true")
@@ -208,8 +230,7 @@ def main(argv: list[str] | None = None) -> None:
                 mean = {k: np.mean([probs[m][k] for m in combo], axis=0) for k in ("jpeg", "clean")}
                 candidates[" + ".join(combo)] = answers(mean, rows, clean, data)
                 groups[" + ".join(combo)] = tuple(Path(m) for m in combo)
-    bound = args.latency_bound_ms
-    latency = None if bound is None else served_latency_ms(groups)
+    bound, latency = latency_guard(groups, args.latency_reference, args.latency_bound_ms)
     chosen = choose(candidates) if latency is None else choose_within(candidates, latency, bound)
     if chosen is None:
         p.error(f"no candidate is within the latency bound of {bound} ms: {latency}")
@@ -218,10 +239,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nchosen: {chosen}")
     if latency is not None:
         print(
-            f"latency guard: batch 1 within {bound} ms, 1 thread, as served; "
+            f"latency guard: batch 1 within {bound} ms{reference_note(args.latency_reference)}, 1 thread, as served; "
             f"{len(slow)} of {len(candidates)} candidates over it"
         )
     print(noise_note(candidates, chosen))
+
+
+def reference_note(reference: Path | None) -> str:
+    return "" if reference is None else f" ({reference} timed in the same rounds)"
 
 
 def noise_note(candidates: dict[str, Answers], chosen: str) -> str:
