@@ -238,15 +238,12 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(table(candidates, chosen, latency, slow)))
     print(f"\nchosen: {chosen}")
     if latency is not None:
+        timed = "" if args.latency_reference is None else f" ({args.latency_reference} timed in the same rounds)"
         print(
-            f"latency guard: batch 1 within {bound} ms{reference_note(args.latency_reference)}, 1 thread, as served; "
+            f"latency guard: batch 1 within {bound} ms{timed}, 1 thread, as served; "
             f"{len(slow)} of {len(candidates)} candidates over it"
         )
     print(noise_note(candidates, chosen))
-
-
-def reference_note(reference: Path | None) -> str:
-    return "" if reference is None else f" ({reference} timed in the same rounds)"
 
 
 def noise_note(candidates: dict[str, Answers], chosen: str) -> str:
