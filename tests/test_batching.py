@@ -4,6 +4,7 @@ Runtime together, and each answer is the one the image gets alone."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,11 +12,11 @@ import anyio
 import numpy as np
 import pytest
 
-from cifar_onnx.preprocess import decode_image
+from cifar_onnx.preprocess import DEFAULT_MAX_PIXELS, decode_image
 from cifar_onnx.registry import load_model
-from cifar_onnx.serving import InferenceQueue
+from cifar_onnx.serving import DECODE_ON_WORKER, InferenceQueue
 from tests.conftest import SHIPPED, dataset_dir, make_client
-from tests.images import sample
+from tests.images import encode, sample, sample_image
 
 LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -94,3 +95,65 @@ def test_concurrent_requests_with_different_models_and_top_k(model_dir: Path) ->
             abs(x["probability"] - y["probability"]) <= 1e-5 for x, y in zip(a["top_k"], b["top_k"], strict=False)
         )
     assert images > calls, f"no call joined two requests ({calls} calls, {images} images)"
+
+
+def _hand_offs(queue: InferenceQueue) -> list[str]:
+    """Records the name of each function `queue` hands to a worker thread."""
+    names: list[str] = []
+    run = queue.threads.run
+
+    async def counted(fn: Callable[..., object], *args: object) -> object:
+        names.append(getattr(fn, "__name__", type(fn).__name__))
+        return await run(fn, *args)
+
+    queue.threads.run = counted  # type: ignore[method-assign]
+    return names
+
+
+def test_an_idle_model_decodes_and_infers_in_one_hand_off() -> None:
+    """A small upload that finds its model idle is decoded on the inference worker, in one
+    hand-off to a thread instead of two, with the same answer; a large one, or any upload while a
+    batching wait is set, keeps to the decoders' threads and the batcher."""
+    model = load_model(SHIPPED / "cifar10.onnx", threads=1)
+    small = sample("cat")
+    large = encode(sample_image("cat").resize((1200, 1200)), "PNG")
+    assert len(small) <= DECODE_ON_WORKER < len(large)
+
+    async def scenario(data: bytes, batch_wait_ms: float = 0.0) -> tuple[list[str], np.ndarray]:
+        queue = InferenceQueue(workers=2, max_queue=8, max_batch=8, batch_wait_ms=batch_wait_ms)
+        names = _hand_offs(queue)
+        answer = (await queue.classify([(None, data)], model, 10, DEFAULT_MAX_PIXELS))[0]
+        return names, np.array([s.probability for s in sorted(answer.top_k, key=lambda s: s.index)])
+
+    for data, wait, expected in [(small, 0.0, 1), (large, 0.0, 2), (small, 5.0, 2)]:
+        names, probs = anyio.run(scenario, data, wait)
+        assert len(names) == expected, names
+        alone = model.predict(decode_image(data)[None])[0]
+        assert np.abs(probs - alone).max() <= 1e-5
+
+
+def test_infer_now_runs_nothing_when_the_model_is_busy() -> None:
+    """No worker free (or requests already waiting for the model): infer_now declines without
+    calling the image maker, and the request goes to the batcher as before."""
+    model = load_model(SHIPPED / "cifar10.onnx", threads=1)
+    image = decode_image(sample("dog"))[None]
+
+    async def scenario() -> tuple[object, int]:
+        queue = InferenceQueue(workers=1, max_queue=8, max_batch=8)
+        batcher, made = queue.batcher(model), 0
+
+        def make() -> np.ndarray:
+            nonlocal made
+            made += 1
+            return image
+
+        holder = object()
+        await queue.limiter.acquire_on_behalf_of(holder)  # the only worker is busy
+        declined = await batcher.infer_now(make)
+        queue.limiter.release_on_behalf_of(holder)
+        done = await batcher.infer_now(make)
+        assert done is not None and np.abs(done.probabilities - model.predict(image)).max() <= 1e-5
+        return declined, made
+
+    declined, made = anyio.run(scenario)
+    assert declined is None and made == 1

@@ -2,7 +2,8 @@
 the same model, up to `max_batch` images, as one ONNX Runtime call.
 
 At low load nothing waits: a request that finds a worker free runs at once, alone (an optional
-`wait_s` lets a worker wait that long for company first). Under load the requests that queued
+`wait_s` lets a worker wait that long for company first), and `infer_now` makes its images in the
+same hand-off to the worker thread as its inference. Under load the requests that queued
 while the workers were busy go through together, and one call on N images costs far less than N
 calls on one (benchmarks/RESULTS.md). Each image's answer is the one it gets alone: the graph
 treats the rows of a batch independently (tests/test_batching.py checks it).
@@ -14,10 +15,11 @@ import asyncio
 import contextvars
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from anyio import CapacityLimiter
+from anyio import CapacityLimiter, WouldBlock
 
 from cifar_onnx.classify import timed_predict
 from cifar_onnx.logs import REQUEST_ID
@@ -59,6 +61,28 @@ class Batcher:
             # id (or anything else) of the one that happened to start it.
             asyncio.get_running_loop().create_task(self._drain(), context=contextvars.Context())
         return await future
+
+    async def infer_now(self, make_images: Callable[[], np.ndarray]) -> Inference | None:
+        """When no request waits for this model, no batching wait is set and a worker is free:
+        `make_images()` (decoding the upload) and the inference on that worker in one hand-off,
+        instead of one hand-off to decode and another to infer. None, and nothing run, otherwise.
+        A hand-off and its wake-up cost more than the rest of the service's own path on a
+        virtual machine's cores (benchmarks/RESULTS.md, "Where the overhead goes")."""
+        if self.pending or self.wait_s:
+            return None
+        place = object()  # a borrower of its own: the calling task may hold another place
+        try:
+            self.workers.acquire_on_behalf_of_nowait(place)
+        except WouldBlock:
+            return None
+        try:
+            probs, seconds = await self.threads.run(self._make_and_predict, make_images)
+        finally:
+            self.workers.release_on_behalf_of(place)  # after the thread ended: Threads.run waits for it
+        return Inference(probs, seconds, len(probs))
+
+    def _make_and_predict(self, make_images: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:
+        return timed_predict(self.model, make_images())
 
     def _take(self) -> list[tuple[np.ndarray, asyncio.Future[Inference]]]:
         """The oldest waiting requests, up to max_batch images (always at least one request)."""
