@@ -2,11 +2,12 @@
 
     python -m benchmarks.overhead --seconds 4      # also part of python -m benchmarks.run
 
-Two measurements, both on the machine at hand:
+Measured on the machine at hand:
 - **The service's own path**: the real server serving a near-free model (a tiny ONNX graph,
   tests/tiny_model.py), against the bare upload app (benchmarks/floor_app.py), taking turns
   for a few rounds at one connection. Its p50 over the floor's is the cost of everything the
   service adds: middleware, admission, the hand-offs to worker threads, the answer, its JSON.
+  One hand-off to a worker thread and back, with nothing run in it, is timed on its own.
 - **After an inference**: each stage of our own request path timed in-process alone, and right
   after a call of the default model, as it runs in the server. On CPUs whose int8 kernels use
   AMX or AVX-512, the core runs the Python that follows a call measurably slower (caches and
@@ -16,6 +17,7 @@ Two measurements, both on the machine at hand:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import tempfile
@@ -30,6 +32,7 @@ from benchmarks.common import REPO, SAMPLE
 from cifar_onnx.classify import predictions, timed_predict
 from cifar_onnx.preprocess import decode_image
 from cifar_onnx.registry import load_model
+from cifar_onnx.threads import Threads
 from tests.tiny_model import write_tiny_model
 
 
@@ -79,8 +82,29 @@ def after_inference(model_path: Path, runs: int = 300) -> dict:
                        for name, step in stages.items()}}  # fmt: skip
 
 
+def hand_off(runs: int = 2000) -> dict:
+    """One round trip from the event loop to a worker thread and back with nothing run in it, as
+    the service makes it (cifar_onnx.threads): on cores that sleep when idle, mostly wake-ups."""
+    threads = Threads(2)
+
+    async def measure() -> list[float]:
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            await threads.run(int)
+            times.append(time.perf_counter() - start)
+        return times
+
+    try:
+        times = asyncio.run(measure())
+    finally:
+        threads.executor.shutdown()
+    return {"runs": runs, "median_us": round(1e6 * statistics.median(times), 1)}
+
+
 def overhead(model_dir: Path, default: str, seconds: float) -> dict:
-    return {"service_path": service_path(seconds), "after_inference": after_inference(model_dir / f"{default}.onnx")}
+    return {"service_path": service_path(seconds), "hand_off": hand_off(),
+            "after_inference": after_inference(model_dir / f"{default}.onnx")}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

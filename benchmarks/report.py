@@ -194,6 +194,15 @@ def _targets(results: dict) -> list[str]:
             ""]  # fmt: skip
 
 
+def _hand_off(overhead: dict) -> list[str]:
+    if "hand_off" not in overhead:  # runs before it was measured
+        return []
+    return [f"- One hand-off from the event loop to a worker thread and back, nothing run in it: "
+            f"{overhead['hand_off']['median_us']} µs (median of {overhead['hand_off']['runs']:,}). A small upload that "
+            "finds its model idle makes one (decoded on the inference worker); otherwise a request makes two "
+            "(decoding beside inference, so that under load a worker never waits for a decode)."]  # fmt: skip
+
+
 def _overhead(results: dict) -> list[str]:
     """What the service adds to a request besides the model, and what limits it (benchmarks/overhead.py)."""
     if "overhead" not in results:
@@ -206,6 +215,7 @@ def _overhead(results: dict) -> list[str]:
             f"is {path['service_p50_ms']} ms against the floor's {path['floor_p50_ms']} ms, **{path['ratio']}x** "
             f"(medians of {len(path['rounds']['floor'])} rounds taken in turns): middleware, admission, the hand-offs "
             "to worker threads, the answer and its JSON.",
+            *_hand_off(results["overhead"]),
             f"- After an inference: our own steps timed in-process alone and right after one call of `{after['model']}` "
             f"({after['inference_us'] / 1000:.2f} ms), as they run in the server. Where they run slower after it, the "
             "difference is the CPU (caches, and on CPUs with AMX or AVX-512 the clock the vector units leave), "
