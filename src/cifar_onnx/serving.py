@@ -41,8 +41,9 @@ from cifar_onnx.threads import Threads
 T = TypeVar("T")
 MULTIPART = RequestEncodingType.MULTI_PART
 # Uploads up to this size may be decoded on an idle inference worker (Batcher.infer_now), saving a
-# hand-off. The worker is held for the decode (a millisecond or two at this size), so larger photos
-# keep to the decoders' own threads.
+# hand-off. The worker is held for the decode (a photo of this size: a millisecond or two), so larger
+# photos keep to the decoders' own threads. A small file that declares many pixels is bounded there
+# as on those threads, by max_pixels and the decode budget.
 DECODE_ON_WORKER = 64 * 1024
 
 WAITING = Gauge("cifar_onnx_inference_waiting", "Requests waiting for an inference worker.")
