@@ -221,8 +221,9 @@ def _overhead(results: dict) -> list[str]:
             "difference is the CPU (caches, and on CPUs with AMX or AVX-512 the clock the vector units leave), "
             "counted in the overhead above but not removable by the service's code.", "",
             *_table(["step", "alone µs", "right after an inference µs", "slower"], rows), "",
-            "What was taken out of the request path, and the profile behind it: "
-            "[docs/HISTORY.md](../docs/HISTORY.md#the-request-path-trimmed-and-the-long-vgg16-bn-schedule-resumed-2026-12-06).",
+            "What was taken out of the request path, and the profiles behind it: docs/HISTORY.md, "
+            "[the request path trimmed](../docs/HISTORY.md#the-request-path-trimmed-and-the-long-vgg16-bn-schedule-resumed-2026-12-06) "
+            "and [one hand-off for small uploads](../docs/HISTORY.md#one-hand-off-for-small-uploads-2026-12-06-night).",
             ""]  # fmt: skip
 
 
