@@ -66,8 +66,8 @@ class Batcher:
         """When no request waits for this model, no batching wait is set and a worker is free:
         `make_images()` (decoding the upload) and the inference on that worker in one hand-off,
         instead of one hand-off to decode and another to infer. None, and nothing run, otherwise.
-        A hand-off and its wake-up cost more than the rest of the service's own path on a
-        virtual machine's cores (benchmarks/RESULTS.md, "Where the overhead goes")."""
+        Each hand-off costs thread wake-ups, on a virtual machine's cores a large part of the
+        service's own path (benchmarks/RESULTS.md, "Where the overhead goes")."""
         if self.pending or self.wait_s:
             return None
         place = object()  # a borrower of its own: the calling task may hold another place
