@@ -83,3 +83,32 @@ def test_a_model_without_metadata_is_refused(tmp_path: Path) -> None:
         store.load()
     assert not store.ready and "metadata m.json is missing" in (store.error or "")
     assert str(tmp_path) not in (store.error or ""), "no paths in what clients are told"
+
+
+MEMORY_PROBE = """
+import json, sys
+from pathlib import Path
+import numpy as np, psutil
+from cifar_onnx.memory import release_large_allocations
+from cifar_onnx.registry import load_model
+release_large_allocations()  # as the service's start-up does
+rss = lambda: psutil.Process().memory_info().rss / 2**20
+first = load_model(Path(sys.argv[1]) / "efficientnet_lite0.onnx", 1)
+loaded = rss()
+first.predict(np.zeros((16, 32, 32, 3), np.uint8))  # the self-check's batch size
+after_batch = rss()
+second = load_model(Path(sys.argv[1]) / "airbench.onnx", 1)
+second.predict(np.zeros((16, 32, 32, 3), np.uint8))
+print(json.dumps({"batch": after_batch - loaded, "second_model": rss() - after_batch}))
+"""
+
+
+def test_loading_gives_the_self_checks_memory_back_and_models_share_one_arena(model_dir: Path) -> None:
+    """The self-check runs a batch of 16 at load; its activations must not stay resident (a batch
+    of 16 after loading needs memory anew), and a second model's batch reuses the first's arena
+    instead of growing one of its own."""
+    done = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(model_dir)], capture_output=True, text=True,
+                          timeout=120, check=True)  # fmt: skip
+    grown = json.loads(done.stdout.strip().splitlines()[-1])
+    assert grown["batch"] > 25, grown
+    assert grown["second_model"] < grown["batch"], grown

@@ -42,8 +42,8 @@ class Disagreeing:
     def get_inputs(self) -> list:
         return self.real.get_inputs()
 
-    def run(self, names: object, feed: dict) -> list[np.ndarray]:
-        return [np.roll(self.real.run(names, feed)[0], 1, axis=1)]
+    def run(self, names: object, feed: dict, options: object = None) -> list[np.ndarray]:
+        return [np.roll(self.real.run(names, feed, options)[0], 1, axis=1)]
 
 
 def test_a_model_whose_fused_kernels_disagree_is_served_unfused(monkeypatch: pytest.MonkeyPatch,
