@@ -1,8 +1,9 @@
 """The baseline: how most public CIFAR-10 projects serve a model. PyTorch eager inside a small
 Flask app (Werkzeug's threaded server), one request at a time through the network.
 
-Same model (rebuilt from the same checkpoints, same test-time augmentation), same decoding
-(`decode_image`), so the comparison isolates the runtime and the server. Not shipped.
+Same model (rebuilt from the same checkpoints, same test-time augmentation; where they are not
+on the machine, the same architecture untrained), same decoding (`decode_image`), so the
+comparison isolates the runtime and the server. Not shipped.
     BASELINE_MODEL=model/cifar10.json PORT=8001 python benchmarks/baseline_app.py
 """
 

@@ -49,15 +49,23 @@ def ort_predictor(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray
     return lambda batch: session.run(None, {"image": batch})[0]
 
 
+def has_checkpoints(meta: dict) -> bool:
+    members = meta.get("members", [])
+    return bool(members) and all(Path(m.get("checkpoint", "")).exists() for m in members)
+
+
 def torch_predictor(meta_path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """The exact graph that was exported (members, TTA, softmax), in eager PyTorch."""
+    """The exact graph that was exported (members, TTA, softmax), in eager PyTorch: trained from
+    the checkpoints where they are on this machine, else the same architectures untrained."""
     import torch
 
-    from training.export import Served, load_run
+    from training.export import Served, load_run, rebuilt
 
     torch.set_num_threads(threads)
     meta = json.loads(meta_path.read_text())
-    members = [load_run(Path(m["checkpoint"]).parent)[0] for m in meta["members"]]
+    trained = has_checkpoints(meta)
+    members = [load_run(Path(m["checkpoint"]).parent)[0] if trained else rebuilt(m["name"], m["recipe"]["model"])
+               for m in meta["members"]]  # fmt: skip
     served = Served(members, [m["tta"] for m in meta["members"]]).eval()
 
     def predict(batch: np.ndarray) -> np.ndarray:
@@ -77,6 +85,8 @@ def measure_in_process(runtime: Runtime, images: np.ndarray, runs: int) -> dict[
         from cifar_onnx.registry import make_session
 
         result["int8_mode"] = make_session(runtime.path, 1)[1]
+    else:
+        result["trained"] = has_checkpoints(json.loads(runtime.path.read_text()))
     for threads in (1, 2):
         predict = predictor(runtime, threads)
         one = images[:1]
@@ -165,15 +175,17 @@ def runtimes_for(model_json: Path, export_dir: Path) -> list[Runtime]:
         found.append(Runtime("ORT fp32 (recovered from the int8 graph)", "ort", recovered))
     else:
         print(f"  {name}: no fp32 export at {fp32}; ORT fp32 left out (run training.export)")
-    members = meta.get("members", [])
-    if not members or not all(Path(m.get("checkpoint", "")).exists() for m in members):
-        print(f"  {name}: training checkpoints not on this machine; PyTorch eager left out")
+    if not all("recipe" in m for m in meta.get("members", [{}])):
+        print(f"  {name}: its metadata records no architecture; PyTorch eager left out")
         return found
     try:
         import torch  # noqa: F401
     except ImportError:
         print(f"  {name}: torch not installed; PyTorch eager left out (pip install .[train])")
         return found
+    if not has_checkpoints(meta):
+        print(f"  {name}: training checkpoints not on this machine; PyTorch eager times the same "
+              "architecture untrained")  # fmt: skip
     found.append(Runtime("PyTorch eager fp32", "torch", model_json))
     return found
 

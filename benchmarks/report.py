@@ -80,6 +80,10 @@ def _header(results: dict) -> list[str]:
             "by 10-20%.", ""]  # fmt: skip
 
 
+# PyTorch eager rebuilt from the metadata where the training checkpoints are absent (a fresh clone).
+UNTRAINED = " (same architecture untrained: no checkpoints here)"
+
+
 def _models(results: dict) -> list[str]:
     lines = ["## Model level", "",
              "Same model, same inputs (the test samples, decoded), one process each. Batch-1 latency over "
@@ -91,7 +95,8 @@ def _models(results: dict) -> list[str]:
         rows = []
         for label, r in runtimes.items():
             b1, b2 = r["batch1_1t"], r["batch1_2t"]
-            rows.append([label, f"{b1['median_ms']}{_x(b1['median_ms'], torch_ms)}", b1["p95_ms"], b1["p99_ms"],
+            shown = label + (UNTRAINED if r.get("trained") is False else "")
+            rows.append([shown, f"{b1['median_ms']}{_x(b1['median_ms'], torch_ms)}", b1["p95_ms"], b1["p99_ms"],
                          b2["median_ms"], r["batch64_1t_images_per_s"], r["batch64_2t_images_per_s"],
                          r["cold_start_s"], r["peak_rss_mb"]])  # fmt: skip
         lines += [f"### `{name}`", ""]
@@ -102,6 +107,10 @@ def _models(results: dict) -> list[str]:
     return lines
 
 
+def _trained(results: dict) -> bool:
+    return results["models"][results["default_model"]].get("PyTorch eager fp32", {}).get("trained", True)
+
+
 def _service(results: dict) -> list[str]:
     service, base = results["service"], results.get("baseline")
     lines = ["## Service level", "",
@@ -110,7 +119,9 @@ def _service(results: dict) -> list[str]:
              f"request when the last is answered) for {results['settings']['seconds']} s per level, POSTing a "
              "CIFAR-10 test JPEG as multipart. Client and server share the same 2 cores."
              + (" Baseline: the same model in PyTorch eager inside Flask (`benchmarks/baseline_app.py`), "
-                "measured in the same run; ratios are ours against it." if base else ""), ""]  # fmt: skip
+                "measured in the same run; ratios are ours against it." if base else "")
+             + (" Its networks are untrained (the training checkpoints are not on this machine): the same "
+                "computation, so the same speed." if base and not _trained(results) else ""), ""]  # fmt: skip
     rows = []
     for c, r in service["single"].items():
         b = base["single"].get(c) if base else None

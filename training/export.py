@@ -95,16 +95,25 @@ class Served(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def load_run(run: Path) -> tuple[nn.Module, dict[str, Any]]:
-    ckpt_path = run / "final.pt" if (run / "final.pt").exists() else run / "last.pt"
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+def rebuilt(name: str, model_options: dict[str, Any], state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """A registered network as it is exported, in eval mode: with a checkpoint's `state`, the
+    trained network; without, the same architecture untrained (same computation, so the same
+    speed: what the benchmarks time where the checkpoints are not on the machine)."""
     # Pretrained weights are not needed: the checkpoint replaces every tensor.
-    options = {**ckpt["recipe"]["model"], **({"pretrained": False} if ckpt["name"] != "airbench" else {})}
-    model = create_model(ckpt["name"], **options).model
-    model.load_state_dict(ckpt["model"])
+    options = {**model_options, **({"pretrained": False} if name != "airbench" else {})}
+    model = create_model(name, **options).model
+    if state is not None:
+        model.load_state_dict(state)
     model.eval()
     if isinstance(model, AirbenchNet):
         model.fold_for_export()
+    return model
+
+
+def load_run(run: Path) -> tuple[nn.Module, dict[str, Any]]:
+    ckpt_path = run / "final.pt" if (run / "final.pt").exists() else run / "last.pt"
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    model = rebuilt(ckpt["name"], ckpt["recipe"]["model"], ckpt["model"])
     info = {"name": ckpt["name"], "checkpoint": str(ckpt_path), "recipe": ckpt["recipe"], "init": ckpt["init"],
             "pretrained": ckpt["pretrained"], "epochs": ckpt["state"]["epoch"],
             "wall_minutes": round(ckpt["state"]["wall"] / 60, 1), "cpu_minutes": round(ckpt["state"]["cpu"] / 60, 1),
