@@ -12,8 +12,9 @@ import anyio
 import numpy as np
 import pytest
 
+from cifar_onnx.classify import timed_predict
 from cifar_onnx.preprocess import DEFAULT_MAX_PIXELS, decode_image
-from cifar_onnx.registry import load_model
+from cifar_onnx.registry import ServedModel, load_model
 from cifar_onnx.serving import DECODE_ON_WORKER, InferenceQueue
 from tests.conftest import SHIPPED, dataset_dir, make_client
 from tests.images import encode, sample, sample_image
@@ -157,3 +158,37 @@ def test_infer_now_runs_nothing_when_the_model_is_busy() -> None:
 
     declined, made = anyio.run(scenario)
     assert declined is None and made == 1
+
+
+def test_a_request_alone_runs_on_every_core_and_not_while_others_are_inside(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Alone in a quiet service, a request takes every worker's place and runs on the model's
+    lone session (more threads, the same answer); with another request inside, and for QUIET_S
+    after one was, it runs on one worker as before."""
+    model = load_model(SHIPPED / "cifar10.onnx", threads=1, lone_threads=2)
+    assert model.lone is not None and load_model(SHIPPED / "cifar10.onnx", threads=1, lone_threads=1).lone is None
+    image = decode_image(sample("ship"))[None]
+    assert np.abs(model.predict(image, lone=True) - model.predict(image)).max() <= 1e-5
+
+    async def scenario() -> list[tuple[bool, float]]:
+        queue = InferenceQueue(workers=2, max_queue=8, max_batch=8)
+        calls: list[tuple[bool, float]] = []
+
+        def recording(served: ServedModel, batch: np.ndarray, lone: bool = False) -> tuple[np.ndarray, float]:
+            calls.append((lone, queue.limiter.borrowed_tokens))
+            return timed_predict(served, batch, lone)
+
+        monkeypatch.setattr("cifar_onnx.batching.timed_predict", recording)
+        ask = lambda: queue.classify([(None, sample("ship"))], model, 3, DEFAULT_MAX_PIXELS)  # noqa: E731
+        with queue.place():
+            await ask()  # alone: every core
+            other = queue.take()  # a second request comes in
+            await ask()
+            queue.release(other)
+            await ask()  # alone again, but the service was crowded a moment ago
+            monkeypatch.setattr("cifar_onnx.serving.QUIET_S", 0.0)
+            other = queue.take()
+            queue.release(other)
+            await ask()  # quiet again at once
+        return calls
+
+    assert anyio.run(scenario) == [(True, 2), (False, 1), (False, 1), (True, 2)]

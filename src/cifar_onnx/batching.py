@@ -62,27 +62,37 @@ class Batcher:
             asyncio.get_running_loop().create_task(self._drain(), context=contextvars.Context())
         return await future
 
-    async def infer_now(self, make_images: Callable[[], np.ndarray]) -> Inference | None:
+    async def infer_now(self, make_images: Callable[[], np.ndarray], alone: bool = False) -> Inference | None:
         """When no request waits for this model, no batching wait is set and a worker is free:
         `make_images()` (decoding the upload) and the inference on that worker in one hand-off,
         instead of one hand-off to decode and another to infer. None, and nothing run, otherwise.
         Each hand-off costs thread wake-ups, on a virtual machine's cores a large part of the
-        service's own path (benchmarks/RESULTS.md, "Where the overhead goes")."""
+        service's own path (benchmarks/RESULTS.md, "Where the overhead goes").
+        A request `alone` in the service (the caller knows) that finds every worker idle takes all
+        their places and runs on the model's lone session, on every core: its latency, not the
+        throughput under load, is what counts then; a request arriving meanwhile waits for that
+        one shorter call."""
         if self.pending or self.wait_s:
             return None
-        place = object()  # a borrower of its own: the calling task may hold another place
+        lone = alone and self.model.lone is not None and self.workers.borrowed_tokens == 0
+        # Borrowers of their own: the calling task may hold another place.
+        places = [object() for _ in range(int(self.workers.total_tokens) if lone else 1)]
+        taken: list[object] = []
         try:
-            self.workers.acquire_on_behalf_of_nowait(place)
-        except WouldBlock:
-            return None
-        try:
-            probs, seconds = await self.threads.run(self._make_and_predict, make_images)
+            try:
+                for place in places:
+                    self.workers.acquire_on_behalf_of_nowait(place)
+                    taken.append(place)
+            except WouldBlock:
+                return None
+            probs, seconds = await self.threads.run(self._make_and_predict, make_images, lone)
         finally:
-            self.workers.release_on_behalf_of(place)  # after the thread ended: Threads.run waits for it
+            for place in taken:  # after the thread ended: Threads.run waits for it
+                self.workers.release_on_behalf_of(place)
         return Inference(probs, seconds, len(probs))
 
-    def _make_and_predict(self, make_images: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:
-        return timed_predict(self.model, make_images())
+    def _make_and_predict(self, make_images: Callable[[], np.ndarray], lone: bool) -> tuple[np.ndarray, float]:
+        return timed_predict(self.model, make_images(), lone)
 
     def _take(self) -> list[tuple[np.ndarray, asyncio.Future[Inference]]]:
         """The oldest waiting requests, up to max_batch images (always at least one request)."""

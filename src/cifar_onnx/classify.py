@@ -50,10 +50,10 @@ def _batch_bucket(n: int) -> str:
     return "1" if n == 1 else "2-8" if n <= 8 else "9-64" if n <= 64 else ">64"
 
 
-def timed_predict(model: ServedModel, images: np.ndarray) -> tuple[np.ndarray, float]:
+def timed_predict(model: ServedModel, images: np.ndarray, lone: bool = False) -> tuple[np.ndarray, float]:
     """One ONNX Runtime call on (N, S, S, 3) uint8 images: calibrated probabilities and seconds."""
     start = time.perf_counter()
-    probs = model.predict(images)
+    probs = model.predict(images, lone)
     seconds = time.perf_counter() - start
     INFERENCE_SECONDS.labels(model.name, _batch_bucket(len(images))).observe(seconds)
     BATCH_IMAGES.labels(model.name).observe(len(images))

@@ -28,12 +28,17 @@ def describe(settings: Settings) -> str:
     parts = {
         "inference_workers": f"{settings.inference_workers} inference worker(s)",
         "intra_op_threads": f"{settings.intra_op_threads} ONNX Runtime thread(s) per call",
+        "lone_request_threads": (
+            f"{settings.lone_request_threads} for a request alone"
+            if settings.lone_request_threads > settings.intra_op_threads
+            else "no wider call for a request alone"
+        ),
         "max_batch": f"up to {settings.max_batch} images per call",
         "batch_wait_ms": f"batch wait {settings.batch_wait_ms:g} ms",
     }
     chosen = [f"CIFAR_ONNX_{name.upper()}" for name in parts if getattr(settings, name) != _default(name)]
     why = (f"set by {', '.join(chosen)}" if chosen else
-           f"the default for {cpus} usable CPU(s) ({source}): one single-threaded call per CPU")  # fmt: skip
+           f"the default for {cpus} usable CPU(s) ({source}): one single-threaded call per CPU, all of them for a request alone")  # fmt: skip
     return (
         f"serving layout: {', '.join(parts.values())}; {why}. Override with those variables; "
         "`python -m benchmarks.layout` measures the alternatives on this machine"

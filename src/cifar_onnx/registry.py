@@ -47,15 +47,19 @@ class ServedModel:
     temperature: float = 1.0  # from the metadata's calibration (cifar_onnx.trust)
     unsure_threshold: float = 0.0  # evidence spread under which a prediction is unsure (cifar_onnx.trust)
     int8_mode: str = ""  # how its int8 operators run here (make_session)
+    # The same graph on more ONNX Runtime threads, for a request that finds every inference
+    # worker idle (cifar_onnx.batching): it then has every core to itself. None: not made.
+    lone: ort.InferenceSession | None = None
 
-    def raw(self, batch: np.ndarray) -> np.ndarray:
+    def raw(self, batch: np.ndarray, lone: bool = False) -> np.ndarray:
         """(N, S, S, 3) uint8 RGB -> (N, classes) float32 probabilities as the graph computes
         them, in one ORT call. InferenceSession.run is thread-safe: one session serves all."""
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+        session = self.lone if lone and self.lone is not None else self.session
+        return session.run([self.output_name], {self.input_name: batch})[0]
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def predict(self, batch: np.ndarray, lone: bool = False) -> np.ndarray:
         """The calibrated probabilities: what every route serves."""
-        return apply_temperature(self.raw(batch), self.temperature)
+        return apply_temperature(self.raw(batch, lone), self.temperature)
 
 
 # What /api/v1/models shows of a model's metadata: what a client needs, never the training
@@ -182,10 +186,10 @@ def make_session(path: Path, threads: int, int8_fusion: str = "auto") -> tuple[o
     return _session(path, threads, False), f"int8 unfused (self-check: fused kernels off by {difference:.3f})"
 
 
-def load_named(onnx_path: Path, threads: int, int8_fusion: str = "auto") -> ServedModel:
+def load_named(onnx_path: Path, threads: int, int8_fusion: str = "auto", lone_threads: int = 1) -> ServedModel:
     """`load_model`, with any failure re-raised as a ModelError that names the model, not its path."""
     try:
-        return load_model(onnx_path, threads, int8_fusion)
+        return load_model(onnx_path, threads, int8_fusion, lone_threads)
     except ModelError:
         raise
     except Exception as exc:
@@ -194,7 +198,9 @@ def load_named(onnx_path: Path, threads: int, int8_fusion: str = "auto") -> Serv
         ) from exc
 
 
-def load_model(onnx_path: Path, threads: int, int8_fusion: str = "auto") -> ServedModel:
+def load_model(onnx_path: Path, threads: int, int8_fusion: str = "auto", lone_threads: int = 1) -> ServedModel:
+    """A served model: its session on `threads` ONNX Runtime threads a call and, where
+    `lone_threads` is more, a second one on that many for requests that come alone."""
     meta_path = onnx_path.with_suffix(".json")
     if not meta_path.exists():
         raise ModelError(f"{onnx_path.name} has no metadata file {meta_path.name} beside it")
@@ -226,9 +232,13 @@ def load_model(onnx_path: Path, threads: int, int8_fusion: str = "auto") -> Serv
     if output_name not in outputs or outputs[output_name].shape[-1] != len(classes):
         raise ModelError(f"{onnx_path.name}: the graph has no output {output_name!r} with {len(classes)} classes")
     name = meta.get("name") or onnx_path.stem
+    # Same kernels as the first session (the self-check's verdict); its pool threads spin briefly
+    # between calls, ONNX Runtime's default, which is most of what a lone request gains.
+    lone = _session(onnx_path, lone_threads, "unfused" not in int8_mode) if lone_threads > threads else None
     model = ServedModel(name, onnx_path, meta, session, classes, input_name, output_name, size,
-                        temperature, threshold, int8_mode)  # fmt: skip
-    model.predict(np.zeros((1, size, size, 3), dtype=np.uint8))  # warm-up: first run allocates
+                        temperature, threshold, int8_mode, lone)  # fmt: skip
+    for wide in (False, True) if lone else (False,):  # warm-up: a session's first run allocates
+        model.predict(np.zeros((1, size, size, 3), dtype=np.uint8), wide)
     return model
 
 
@@ -258,6 +268,15 @@ def check_models(model_dir: Path, default_name: str = "") -> None:
         raise ModelError(f"CIFAR_ONNX_DEFAULT_MODEL={default_name!r} is not a served model; served: {', '.join(names)}")
 
 
+def default_of(model_dir: Path, given: str = "") -> str:
+    """The default model's name: `given`, else the model whose metadata says so, else the first."""
+    if given:
+        return given
+    names = served_names(model_dir)
+    flagged = [name for name, path in names.items() if json.loads(path.with_suffix(".json").read_text()).get("default")]
+    return flagged[0] if flagged else next(iter(names))
+
+
 @dataclass
 class ModelStore:
     """The loaded models, loaded off the request path; `ready` once all are loaded and warm."""
@@ -266,6 +285,7 @@ class ModelStore:
     threads: int = 1
     default_name: str = ""
     int8_fusion: str = "auto"
+    lone_threads: int = 1  # Settings.lone_request_threads: the default model's lone session (ServedModel.lone)
     models: dict[str, ServedModel] = field(default_factory=dict)
     error: str | None = None
     load_thread: threading.Thread | None = None  # set by load_in_background
@@ -279,18 +299,20 @@ class ModelStore:
         try:
             check_models(self.model_dir, self.default_name)
             paths = sorted(self.model_dir.glob("*.onnx"))
+            self.default_name = default_of(self.model_dir, self.default_name)
+            # Only the default has a lone session: most requests use it, and each session holds
+            # its own copy of the weights.
+            lone = served_names(self.model_dir)[self.default_name]
             # Most of a model's load is its int8 self-check, which runs in ONNX Runtime without
             # the GIL: loading one model per core in parallel shortens start-up to ready.
             workers = min(len(paths), usable_cpus())
             with ThreadPoolExecutor(workers, thread_name_prefix="model-load") as pool:
-                loaded = list(pool.map(lambda path: load_named(path, self.threads, self.int8_fusion), paths))
+                loaded = list(pool.map(lambda path: load_named(path, self.threads, self.int8_fusion,
+                                                               self.lone_threads if path == lone else 1), paths))  # fmt: skip
             for path, m in zip(paths, loaded, strict=True):
                 log.info("loaded %s (%s, sha256 %s): %s; %d ONNX Runtime thread(s) a call", m.name, path.name,
                          str(m.metadata.get("sha256", "?"))[:12], m.int8_mode, self.threads)  # fmt: skip
             self.models = {m.name: m for m in loaded}
-            if not self.default_name:
-                flagged = [m.name for m in loaded if m.metadata.get("default")]
-                self.default_name = flagged[0] if flagged else loaded[0].name
             if self.default_name not in self.models:
                 raise ModelError(f"the default model {self.default_name!r} is not among those loaded")
             self._ready.set()

@@ -79,6 +79,11 @@ class StandingDelay:
         self.window_min = min(self.window_min, seconds)
 
 
+# A request counts as alone (and may run on every core) only when no two were inside at once for
+# this long: with two clients taking turns, each would often find itself alone, take every worker
+# and make the other wait for it, losing more throughput than the lone call gains (RESULTS.md).
+QUIET_S = 1.0
+
 # Set while a request holds the place shed_early gave it, so that `run` does not take a second.
 _ADMITTED: ContextVar[bool] = ContextVar("cifar_onnx_admitted", default=False)
 
@@ -105,6 +110,7 @@ class InferenceQueue:
         self.batchers: dict[str, Batcher] = {}
         self.shed_log = ShedLog()
         self.inside = 0  # admitted and not yet answered; only the event loop changes it
+        self.crowded_until = 0.0  # see `alone`
         self.gathering = asyncio.Lock()  # run_wide: one request at a time gathers several workers
         WAITING.set_function(lambda: self.limiter.statistics().tasks_waiting)
         IN_FLIGHT.set_function(lambda: self.inside)
@@ -131,9 +137,17 @@ class InferenceQueue:
     def take(self) -> float:
         """A place for the request being handled (the caller checked `full`); give the returned
         time to `release` when it is answered."""
+        now = time.monotonic()
         self.inside += 1
+        if self.inside > 1:
+            self.crowded_until = now + QUIET_S
         self.shed_log.admitted()
-        return time.monotonic()
+        return now
+
+    def alone(self) -> bool:
+        """The request being handled is the only one inside, and none came while another was in
+        the last QUIET_S: it may take every inference worker (Batcher.infer_now)."""
+        return self.inside == 1 and time.monotonic() >= self.crowded_until
 
     def release(self, taken_at: float) -> None:
         now = time.monotonic()
@@ -197,12 +211,18 @@ class InferenceQueue:
                        max_pixels: int) -> list[Prediction]:  # fmt: skip
         """Decode in the thread pool (beside inference, not behind it), then one inference through
         the model's batcher, which joins it with whatever else waits for that model. Small uploads
-        that find the model idle are decoded on the inference worker instead, in one hand-off."""
+        that find the model idle are decoded on the inference worker instead, in one hand-off;
+        a request alone in the service runs on every core (Batcher.infer_now)."""
         with self.admitted():
-            batcher, decode = self.batcher(model), partial(decode_batch, files, model.image_size, max_pixels)
-            done = await batcher.infer_now(decode) if sum(len(data) for _, data in files) <= DECODE_ON_WORKER else None
-            if done is None:
+            batcher, alone = self.batcher(model), self.alone()
+            decode = partial(decode_batch, files, model.image_size, max_pixels)
+            images = None
+            if sum(len(data) for _, data in files) > DECODE_ON_WORKER:
                 images = await self.threads.limited(self.decoders, decode)
+            done = await batcher.infer_now(decode if images is None else partial(np.asarray, images), alone)
+            if done is None:
+                if images is None:
+                    images = await self.threads.limited(self.decoders, decode)
                 done = await batcher.infer(images)
         return predictions(model, done.probabilities, done.seconds, top_k)
 

@@ -47,6 +47,9 @@ class Settings:
     # they compute what the reference kernels do (cifar_onnx.registry.make_session); on/off force it.
     int8_fusion: str = "auto"
     inference_workers: int = field(default_factory=usable_cpus)  # concurrent inference calls (container's CPUs)
+    # ONNX Runtime threads for a request to the default model that finds every inference worker
+    # idle: alone, it gets every core (cifar_onnx.batching; benchmarks/RESULTS.md has what it buys). 1 turns it off.
+    lone_request_threads: int = field(default_factory=usable_cpus)
     # Requests allowed to wait for an inference worker; past it, 503 at once (overload shedding).
     max_queue: int = 32  # measured with python -m benchmarks.overload (benchmarks/RESULTS.md)
     # Admission by time as well as count: a request is refused (503) while a queue stands longer
@@ -144,7 +147,7 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "max_upload_bytes": _between(1, _GIB), "max_request_bytes": _between(1, 4 * _GIB),
     "max_pixels": _between(1, 1_000_000_000), "decode_budget_pixels": _between(1, 4_000_000_000),
     "max_body_bytes_in_flight": _between(1, 16 * _GIB), "max_batch_files": _between(1, 1024),
-    "intra_op_threads": _between(1, 256), "inference_workers": _between(1, 256),
+    "intra_op_threads": _between(1, 256), "inference_workers": _between(1, 256), "lone_request_threads": _between(1, 256),
     "max_queue": _between(0, 1_000_000), "max_wait_ms": _between(1, 60_000), "max_batch": _between(1, 1024), "batch_wait_ms": _between(0, 100),
     "body_idle_s": _between(0.1, 600), "body_min_rate": _between(0, _GIB), "body_timeout_s": _between(1, 3600),
     "explain_size": _between(32, 1024), "explain_threads": _between(1, 256), "workers": _between(1, 256),
