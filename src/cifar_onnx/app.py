@@ -39,8 +39,7 @@ def create_app(settings: Settings | None = None, wait_for_models: bool = False) 
         check_models(settings.model_dir, settings.default_model)
     except ModelError as exc:
         raise SystemExit(f"cifar-onnx: {exc}") from None
-    store = ModelStore(settings.model_dir, settings.intra_op_threads, settings.default_model, settings.int8_fusion,
-                       settings.lone_request_threads)  # fmt: skip
+    store = ModelStore.serving(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

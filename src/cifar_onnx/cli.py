@@ -39,7 +39,7 @@ def predict(args: argparse.Namespace) -> int:
     from cifar_onnx.registry import ModelStore, UnknownModelError
 
     settings = Settings.from_env(model_dir=args.model_dir)
-    store = ModelStore(settings.model_dir, settings.intra_op_threads, settings.default_model, settings.int8_fusion)
+    store = ModelStore.serving(settings, lone=False)
     store.load()
     try:
         model = store.get(args.model)

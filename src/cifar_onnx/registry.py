@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from cifar_onnx.cpu import usable_cpus
+from cifar_onnx.settings import Settings
 from cifar_onnx.trust import apply_temperature, temperature_of, threshold_of
 
 log = logging.getLogger("cifar_onnx")
@@ -290,6 +291,12 @@ class ModelStore:
     error: str | None = None
     load_thread: threading.Thread | None = None  # set by load_in_background
     _ready: threading.Event = field(default_factory=threading.Event)
+
+    @classmethod
+    def serving(cls, settings: Settings, lone: bool = True) -> ModelStore:
+        """The store as `settings` describe it; `lone=False` makes no lone session (a one-off call)."""
+        return cls(settings.model_dir, settings.intra_op_threads, settings.default_model, settings.int8_fusion,
+                   settings.lone_request_threads if lone else 1)  # fmt: skip
 
     @property
     def ready(self) -> bool:
