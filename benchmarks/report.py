@@ -233,8 +233,11 @@ def _overhead(results: dict) -> list[str]:
             "counted in the overhead above but not removable by the service's code.", "",
             *_table(["step", "alone µs", "right after an inference µs", "slower"], rows), "",
             "What was taken out of the request path, and the profiles behind it: docs/HISTORY.md, "
-            "[the request path trimmed](../docs/HISTORY.md#the-request-path-trimmed-and-the-long-vgg16-bn-schedule-resumed-2026-12-06) "
-            "and [one hand-off for small uploads](../docs/HISTORY.md#one-hand-off-for-small-uploads-2026-12-06-night).",
+            "[the request path trimmed](../docs/HISTORY.md#the-request-path-trimmed-and-the-long-vgg16-bn-schedule-resumed-2026-12-06), "
+            "[one hand-off for small uploads](../docs/HISTORY.md#one-hand-off-for-small-uploads-2026-12-06-night) "
+            "and [the overhead in CPU time](../docs/HISTORY.md#memory-a-lone-request-on-every-core-and-the-overhead-measured-in-cpu-time-2026-12-06-late): "
+            "the remaining hand-off is mostly the wake-up of the idle core the worker sleeps on, and a request alone "
+            "in a quiet service runs the default model on every core.",
             ""]  # fmt: skip
 
 
