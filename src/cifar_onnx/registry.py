@@ -269,11 +269,10 @@ def check_models(model_dir: Path, default_name: str = "") -> None:
         raise ModelError(f"CIFAR_ONNX_DEFAULT_MODEL={default_name!r} is not a served model; served: {', '.join(names)}")
 
 
-def default_of(model_dir: Path, given: str = "") -> str:
-    """The default model's name: `given`, else the model whose metadata says so, else the first."""
+def default_of(names: dict[str, Path], given: str = "") -> str:
+    """The default among `served_names`: `given`, else the model whose metadata says so, else the first."""
     if given:
         return given
-    names = served_names(model_dir)
     flagged = [name for name, path in names.items() if json.loads(path.with_suffix(".json").read_text()).get("default")]
     return flagged[0] if flagged else next(iter(names))
 
@@ -306,16 +305,17 @@ class ModelStore:
         try:
             check_models(self.model_dir, self.default_name)
             paths = sorted(self.model_dir.glob("*.onnx"))
-            self.default_name = default_of(self.model_dir, self.default_name)
+            names = served_names(self.model_dir)
+            self.default_name = default_of(names, self.default_name)
             # Only the default has a lone session: most requests use it, and each session holds
             # its own copy of the weights.
-            lone = served_names(self.model_dir)[self.default_name]
+            lone_path = names[self.default_name]
             # Most of a model's load is its int8 self-check, which runs in ONNX Runtime without
             # the GIL: loading one model per core in parallel shortens start-up to ready.
             workers = min(len(paths), usable_cpus())
             with ThreadPoolExecutor(workers, thread_name_prefix="model-load") as pool:
                 loaded = list(pool.map(lambda path: load_named(path, self.threads, self.int8_fusion,
-                                                               self.lone_threads if path == lone else 1), paths))  # fmt: skip
+                                                               self.lone_threads if path == lone_path else 1), paths))  # fmt: skip
             for path, m in zip(paths, loaded, strict=True):
                 log.info("loaded %s (%s, sha256 %s): %s; %d ONNX Runtime thread(s) a call", m.name, path.name,
                          str(m.metadata.get("sha256", "?"))[:12], m.int8_mode, self.threads)  # fmt: skip

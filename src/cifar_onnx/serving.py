@@ -219,6 +219,7 @@ class InferenceQueue:
             images = None
             if sum(len(data) for _, data in files) > DECODE_ON_WORKER:
                 images = await self.threads.limited(self.decoders, decode)
+            # A large upload arrives decoded: the worker is handed its images as they are.
             done = await batcher.infer_now(decode if images is None else partial(np.asarray, images), alone)
             if done is None:
                 if images is None:
