@@ -4,6 +4,7 @@ Runtime together, and each answer is the one the image gets alone."""
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import anyio
 import numpy as np
 import pytest
+from PIL import Image
 
 from cifar_onnx.classify import timed_predict
 from cifar_onnx.preprocess import DEFAULT_MAX_PIXELS, decode_image
@@ -162,19 +164,23 @@ def test_infer_now_runs_nothing_when_the_model_is_busy() -> None:
 
 def test_a_request_alone_runs_on_every_core_and_not_while_others_are_inside(monkeypatch: pytest.MonkeyPatch) -> None:
     """Alone in a quiet service, a request takes every worker's place and runs on the model's
-    lone session (more threads, the same answer); with another request inside, and for QUIET_S
-    after one was, it runs on one worker as before."""
+    lone session (more threads, the same answer), from the event loop itself when its decode is
+    light; with another request inside, and for QUIET_S after one was, it runs on one worker as
+    before. A small file that declares many pixels is decoded on a worker even when alone."""
     model = load_model(SHIPPED / "cifar10.onnx", threads=1, lone_threads=2)
     assert model.lone is not None and load_model(SHIPPED / "cifar10.onnx", threads=1, lone_threads=1).lone is None
     image = decode_image(sample("ship"))[None]
     assert np.abs(model.predict(image, lone=True) - model.predict(image)).max() <= 1e-5
 
-    async def scenario() -> list[tuple[bool, float]]:
+    heavy = encode(Image.new("RGB", (3000, 3000), "gray"), "PNG")
+    assert len(heavy) <= DECODE_ON_WORKER
+
+    async def scenario() -> list[tuple[bool, float, bool]]:
         queue = InferenceQueue(workers=2, max_queue=8, max_batch=8)
-        calls: list[tuple[bool, float]] = []
+        calls: list[tuple[bool, float, bool]] = []
 
         def recording(served: ServedModel, batch: np.ndarray, lone: bool = False) -> tuple[np.ndarray, float]:
-            calls.append((lone, queue.limiter.borrowed_tokens))
+            calls.append((lone, queue.limiter.borrowed_tokens, threading.current_thread() is threading.main_thread()))
             return timed_predict(served, batch, lone)
 
         monkeypatch.setattr("cifar_onnx.batching.timed_predict", recording)
@@ -189,6 +195,8 @@ def test_a_request_alone_runs_on_every_core_and_not_while_others_are_inside(monk
             other = queue.take()
             queue.release(other)
             await ask()  # quiet again at once
+            await queue.classify([(None, heavy)], model, 3, DEFAULT_MAX_PIXELS)
         return calls
 
-    assert anyio.run(scenario) == [(True, 2), (False, 1), (False, 1), (True, 2)]
+    on_loop, on_worker, one_worker = (True, 2, True), (True, 2, False), (False, 1, False)
+    assert anyio.run(scenario) == [on_loop, one_worker, one_worker, on_loop, on_worker]

@@ -289,7 +289,8 @@ def test_bodies_in_flight_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     image = sample("cat")
     limits = dict(max_upload_bytes=len(image) + 1000, max_request_bytes=len(image) + 1000)
     with (
-        make_client(SHIPPED, max_body_bytes_in_flight=len(image) + 1000, **limits) as client,
+        # One thread a request: alone, the first would run on the event loop itself, not held on a worker.
+        make_client(SHIPPED, max_body_bytes_in_flight=len(image) + 1000, lone_request_threads=1, **limits) as client,
         ThreadPoolExecutor(1) as pool,
     ):
         first = pool.submit(client.post, "/api/v1/predict", files={"file": ("a.jpg", image, "image/jpeg")})

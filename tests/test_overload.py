@@ -58,7 +58,10 @@ def test_overloaded_api_answers_503_json_with_retry_after(model_dir: Path, monke
         return real(*args)
 
     monkeypatch.setattr(cifar_onnx.batching, "timed_predict", held)
-    settings = Settings.from_env(environ={}, model_dir=model_dir, max_queue=1, inference_workers=1)
+    # One thread a request: alone, the first would run on the event loop itself, not held on the worker.
+    settings = Settings.from_env(
+        environ={}, model_dir=model_dir, max_queue=1, inference_workers=1, lone_request_threads=1
+    )
     app = create_app(settings, wait_for_models=True)
     pool, stack = ThreadPoolExecutor(2), contextlib.ExitStack()
     try:

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 
 from cifar_onnx.preprocess import (
+    LIGHT_PIXELS,
     CorruptImageError,
     ImageError,
     TooManyPixelsError,
     UnsupportedImageError,
     decode_image,
+    light_to_decode,
     sniff_format,
 )
 from tests.images import animated_gif, bad_uploads, encode, exif_rotated_jpeg, odd_valid_images, sample, sample_image
@@ -90,6 +92,18 @@ def test_pixel_limit_is_checked_before_decoding() -> None:
     big = encode(sample_image("cat").resize((400, 400)), "PNG")
     with pytest.raises(TooManyPixelsError, match="400x400 pixels; the limit is 100,000"):
         decode_image(big, max_pixels=100_000)
+
+
+def test_light_to_decode_reads_the_pixels_from_the_header() -> None:
+    """What may be decoded on the event loop: judged by the pixels the decode will make (a JPEG
+    after its DCT scaling), never by the file's size; unreadable files go where refusals are made."""
+    cat = sample_image("cat")
+    assert light_to_decode(encode(cat, "PNG"), 32)
+    flat = encode(cat.resize((300, 300)).convert("L").point(lambda _: 128), "PNG")  # small file, many pixels
+    assert len(flat) < 2_000 and LIGHT_PIXELS < 300 * 300 and not light_to_decode(flat, 32)
+    photo = encode(cat.resize((1000, 1000)), "JPEG")  # decoded at 1/4 scale: 250x250
+    assert light_to_decode(photo, 32) and not light_to_decode(photo, 160)
+    assert not light_to_decode(b"\x89PNG\r\n\x1a\n broken", 32) and not light_to_decode(b"<svg", 32)
 
 
 @pytest.mark.parametrize(

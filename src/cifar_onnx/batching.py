@@ -62,7 +62,8 @@ class Batcher:
             asyncio.get_running_loop().create_task(self._drain(), context=contextvars.Context())
         return await future
 
-    async def infer_now(self, make_images: Callable[[], np.ndarray], alone: bool = False) -> Inference | None:
+    async def infer_now(self, make_images: Callable[[], np.ndarray], alone: bool = False,
+                        light: bool = False) -> Inference | None:  # fmt: skip
         """When no request waits for this model, no batching wait is set and a worker is free:
         `make_images()` (decoding the upload) and the inference on that worker in one hand-off,
         instead of one hand-off to decode and another to infer. None, and nothing run, otherwise.
@@ -71,7 +72,9 @@ class Batcher:
         A request `alone` in the service (the caller knows) that finds every worker idle takes all
         their places and runs on the model's lone session, on every core: its latency, not the
         throughput under load, is what counts then; a request arriving meanwhile waits for that
-        one shorter call."""
+        one shorter call. If the caller also vouches that `make_images` is `light`, the lone call
+        runs right here on the event loop, which has nothing else to do: no hand-off at all, as in
+        the bare upload floor."""
         if self.pending or self.wait_s:
             return None
         lone = alone and self.model.lone is not None and self.workers.borrowed_tokens == 0
@@ -85,7 +88,10 @@ class Batcher:
                     taken.append(place)
             except WouldBlock:
                 return None
-            probs, seconds = await self.threads.run(self._make_and_predict, make_images, lone)
+            if lone and light:
+                probs, seconds = self._make_and_predict(make_images, lone)
+            else:
+                probs, seconds = await self.threads.run(self._make_and_predict, make_images, lone)
         finally:
             for place in taken:  # after the thread ended: Threads.run waits for it
                 self.workers.release_on_behalf_of(place)

@@ -35,6 +35,9 @@ DEFAULT_MAX_PIXELS = 12_000_000  # per image, as decoded (settings.max_pixels)
 # the final bicubic resize then still has pixels to average (anti-aliasing). Decoding straight
 # to the model's size leaves it nothing to smooth and costs accuracy on real photos (MODEL.md).
 DRAFT_FACTOR = 4
+# A decode this small may run on the event loop (light_to_decode): a few milliseconds at most,
+# whatever the format and content.
+LIGHT_PIXELS = 256 * 256
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 
 
@@ -128,6 +131,29 @@ class DecodeBudget:
 BUDGET = DecodeBudget(DEFAULT_MAX_PIXELS)
 
 
+def _drafted(image: Image.Image, kind: str, min_side: int) -> int:
+    """For a JPEG, ask the decoder for the smallest DCT scale (1/2 to 1/8) whose centre square
+    still has `min_side` pixels a side (0: full size); the pixels the decode will then make."""
+    width, height = image.size
+    if kind == "JPEG" and min_side:
+        side = min(width, height)
+        image.draft(None, (max(1, width * min_side // side), max(1, height * min_side // side)))
+    return image.size[0] * image.size[1]
+
+
+def light_to_decode(data: bytes, size: int) -> bool:
+    """Whether the file's header promises a decode of at most LIGHT_PIXELS, for the model's input
+    `size`: cheap enough to run on the event loop. A header that cannot be read answers False:
+    its refusal is made where decoding normally happens."""
+    kind = sniff_format(data)
+    if kind is None:
+        return False
+    try:
+        return _drafted(Image.open(io.BytesIO(data), formats=[kind]), kind, size * DRAFT_FACTOR) <= LIGHT_PIXELS
+    except Exception:
+        return False
+
+
 def decode_square(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 0) -> Image.Image:
     """Decode an image file's bytes to the RGB centre square the model looks at.
 
@@ -148,10 +174,7 @@ def decode_square(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: i
     try:
         image = Image.open(io.BytesIO(data), formats=[kind])
         width, height = image.size
-        if kind == "JPEG" and min_side:
-            side = min(width, height)
-            image.draft(None, (max(1, width * min_side // side), max(1, height * min_side // side)))
-        decoded = image.size[0] * image.size[1]
+        decoded = _drafted(image, kind, min_side)
         if decoded > max_pixels:
             raise TooManyPixelsError(f"The image has {width}x{height} pixels; the limit is {max_pixels:,} pixels.")
         with BUDGET.hold(min(decoded, BUDGET.total)):

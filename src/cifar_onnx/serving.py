@@ -33,7 +33,7 @@ from cifar_onnx.errors import NotReadyError, ServiceError
 from cifar_onnx.explain import Explanation, explain_bytes
 from cifar_onnx.logs import ShedLog
 from cifar_onnx.metrics import shed
-from cifar_onnx.preprocess import ImageError
+from cifar_onnx.preprocess import ImageError, light_to_decode
 from cifar_onnx.registry import ModelStore, ServedModel
 from cifar_onnx.settings import Settings
 from cifar_onnx.threads import Threads
@@ -212,7 +212,8 @@ class InferenceQueue:
         """Decode in the thread pool (beside inference, not behind it), then one inference through
         the model's batcher, which joins it with whatever else waits for that model. Small uploads
         that find the model idle are decoded on the inference worker instead, in one hand-off;
-        a request alone in the service runs on every core (Batcher.infer_now)."""
+        a request alone in the service runs on every core, and from the event loop itself when
+        its decode is light (Batcher.infer_now)."""
         with self.admitted():
             batcher, alone = self.batcher(model), self.alone()
             decode = partial(decode_batch, files, model.image_size, max_pixels)
@@ -220,7 +221,8 @@ class InferenceQueue:
             if sum(len(data) for _, data in files) > DECODE_ON_WORKER:
                 images = await self.threads.limited(self.decoders, decode)
             # A large upload arrives decoded: the worker is handed its images as they are.
-            done = await batcher.infer_now(decode if images is None else partial(np.asarray, images), alone)
+            light = alone and (images is not None or all(light_to_decode(data, model.image_size) for _, data in files))
+            done = await batcher.infer_now(decode if images is None else partial(np.asarray, images), alone, light)
             if done is None:
                 if images is None:
                     images = await self.threads.limited(self.decoders, decode)
