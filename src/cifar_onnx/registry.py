@@ -144,11 +144,13 @@ def _session(path: Path, threads: int, fused: bool) -> ort.InferenceSession:
 
 
 def self_check_images(size: int) -> np.ndarray:
-    """16 images, the same on every machine: seeded noise, smooth colour fields and flat extremes,
-    which drive the int8 kernels over the whole range of activations."""
+    """8 images, the same on every machine: seeded noise, smooth colour fields and flat extremes,
+    which drive the int8 kernels over the whole range of activations. Few, because every model
+    runs them twice at each start, once on the slow reference kernels; saturating kernels miss by
+    several times the tolerance on them (docs/INT8.md)."""
     rng = np.random.default_rng(20261201)
-    noise = rng.integers(0, 256, (8, size, size, 3))
-    coarse = rng.integers(0, 256, (6, 4, 4, 3))
+    noise = rng.integers(0, 256, (3, size, size, 3))
+    coarse = rng.integers(0, 256, (3, 4, 4, 3))
     smooth = np.stack([np.kron(c, np.ones((size // 4 + 1, size // 4 + 1, 1)))[:size, :size] for c in coarse])
     flat = np.stack([np.zeros((size, size, 3)), np.full((size, size, 3), 255)])
     return np.concatenate([noise, smooth, flat]).astype(np.uint8)
