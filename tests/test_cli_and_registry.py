@@ -95,7 +95,7 @@ release_large_allocations()  # as the service's start-up does
 rss = lambda: psutil.Process().memory_info().rss / 2**20
 first = load_model(Path(sys.argv[1]) / "efficientnet_lite0.onnx", 1)
 loaded = rss()
-first.predict(np.zeros((16, 32, 32, 3), np.uint8))  # the self-check's batch size
+first.predict(np.zeros((16, 32, 32, 3), np.uint8))  # twice the self-check's batch
 after_batch = rss()
 second = load_model(Path(sys.argv[1]) / "airbench.onnx", 1)
 second.predict(np.zeros((16, 32, 32, 3), np.uint8))
@@ -103,8 +103,33 @@ print(json.dumps({"batch": after_batch - loaded, "second_model": rss() - after_b
 """
 
 
+TRIM_PROBE = """
+import ctypes, json, psutil
+from cifar_onnx.memory import trim_heap
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+rss = lambda: psutil.Process().memory_info().rss / 2**20
+blocks = [libc.malloc(64 * 1024) for _ in range(800)]  # 50 MB of blocks below the mmap threshold
+for block in blocks:
+    libc.memset(block, 1, 64 * 1024)
+pin = libc.malloc(64)  # above them, so that the heap's top cannot shrink by itself
+for block in blocks:
+    libc.free(block)
+freed = rss()
+print(json.dumps({"trimmed": trim_heap(), "returned_mb": freed - rss()}))
+"""
+
+
+def test_trim_heap_returns_freed_small_blocks_to_the_system() -> None:
+    """What loading frees in small blocks stays resident in glibc's heap until trimmed."""
+    done = subprocess.run([sys.executable, "-c", TRIM_PROBE], capture_output=True, text=True, timeout=60, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["trimmed"] and result["returned_mb"] > 40, result
+
+
 def test_loading_gives_the_self_checks_memory_back_and_models_share_one_arena(model_dir: Path) -> None:
-    """The self-check runs a batch of 16 at load; its activations must not stay resident (a batch
+    """The self-check runs a batch of 8 at load; its activations must not stay resident (a batch
     of 16 after loading needs memory anew), and a second model's batch reuses the first's arena
     instead of growing one of its own."""
     done = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(model_dir)], capture_output=True, text=True,

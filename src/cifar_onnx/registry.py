@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from cifar_onnx.cpu import usable_cpus
+from cifar_onnx.memory import trim_heap
 from cifar_onnx.settings import Settings
 from cifar_onnx.trust import apply_temperature, temperature_of, threshold_of
 
@@ -324,6 +325,7 @@ class ModelStore:
             self.models = {m.name: m for m in loaded}
             if self.default_name not in self.models:
                 raise ModelError(f"the default model {self.default_name!r} is not among those loaded")
+            trim_heap()  # what loading freed (cifar_onnx.memory)
             self._ready.set()
             log.info("ready: %d model(s), default %s", len(self.models), self.default_name)
         except Exception as exc:  # reported by /health/ready, /health/live and the predict routes
