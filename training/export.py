@@ -34,6 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cifar_onnx.registry import make_session
 from training.data import CLASSES, cache_dir, load_cifar10
+from training.gelu import fuse_gelu_file
 from training.holdout import clean_positions, measure_lossless
 from training.models import REGISTRY, AirbenchNet, create_model
 
@@ -292,6 +293,7 @@ def quantise(fp32: Path, int8: Path, calibration: np.ndarray, method: str, float
             run(corrected)
         corrected.unlink()
     prepared.unlink()
+    fuse_gelu_file(int8)  # one operator where PyTorch exported five (training.gelu)
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
