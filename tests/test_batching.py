@@ -162,28 +162,33 @@ def test_infer_now_runs_nothing_when_the_model_is_busy() -> None:
     assert declined is None and made == 1
 
 
+def _recording(queue: InferenceQueue, monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, float, bool]]:
+    """Records, for each inference of `queue`: on the lone session?, places taken, on the event loop?"""
+    calls: list[tuple[bool, float, bool]] = []
+
+    def recording(served: ServedModel, batch: np.ndarray, lone: bool = False) -> tuple[np.ndarray, float]:
+        calls.append((lone, queue.limiter.borrowed_tokens, threading.current_thread() is threading.main_thread()))
+        return timed_predict(served, batch, lone)
+
+    monkeypatch.setattr("cifar_onnx.batching.timed_predict", recording)
+    return calls
+
+
+ON_LOOP, ON_WORKER, ONE_WORKER = (True, 2, True), (True, 2, False), (False, 1, False)
+
+
 def test_a_request_alone_runs_on_every_core_and_not_while_others_are_inside(monkeypatch: pytest.MonkeyPatch) -> None:
     """Alone in a quiet service, a request takes every worker's place and runs on the model's
-    lone session (more threads, the same answer), from the event loop itself when its decode is
-    light; with another request inside, and for QUIET_S after one was, it runs on one worker as
-    before. A small file that declares many pixels is decoded on a worker even when alone."""
+    lone session (more threads, the same answer); with another request inside, and for QUIET_S
+    after one was, it runs on one worker as before."""
     model = load_model(SHIPPED / "cifar10.onnx", threads=1, lone_threads=2)
     assert model.lone is not None and load_model(SHIPPED / "cifar10.onnx", threads=1, lone_threads=1).lone is None
     image = decode_image(sample("ship"))[None]
     assert np.abs(model.predict(image, lone=True) - model.predict(image)).max() <= 1e-5
 
-    heavy = encode(Image.new("RGB", (3000, 3000), "gray"), "PNG")
-    assert len(heavy) <= DECODE_ON_WORKER
-
     async def scenario() -> list[tuple[bool, float, bool]]:
         queue = InferenceQueue(workers=2, max_queue=8, max_batch=8)
-        calls: list[tuple[bool, float, bool]] = []
-
-        def recording(served: ServedModel, batch: np.ndarray, lone: bool = False) -> tuple[np.ndarray, float]:
-            calls.append((lone, queue.limiter.borrowed_tokens, threading.current_thread() is threading.main_thread()))
-            return timed_predict(served, batch, lone)
-
-        monkeypatch.setattr("cifar_onnx.batching.timed_predict", recording)
+        calls = _recording(queue, monkeypatch)
         ask = lambda: queue.classify([(None, sample("ship"))], model, 3, DEFAULT_MAX_PIXELS)  # noqa: E731
         with queue.place():
             await ask()  # alone: every core
@@ -194,9 +199,39 @@ def test_a_request_alone_runs_on_every_core_and_not_while_others_are_inside(monk
             monkeypatch.setattr("cifar_onnx.serving.QUIET_S", 0.0)
             other = queue.take()
             queue.release(other)
-            await ask()  # quiet again at once
-            await queue.classify([(None, heavy)], model, 3, DEFAULT_MAX_PIXELS)
+            await ask()  # quiet again at once (and on the loop itself: see the next test)
         return calls
 
-    on_loop, on_worker, one_worker = (True, 2, True), (True, 2, False), (False, 1, False)
-    assert anyio.run(scenario) == [on_loop, one_worker, one_worker, on_loop, on_worker]
+    assert anyio.run(scenario) == [ON_WORKER, ONE_WORKER, ONE_WORKER, ON_LOOP]
+
+
+def test_a_lone_request_runs_on_the_event_loop_only_while_one_connection_sends_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request alone, with a light decode, on the connection that sent every request of the
+    last QUIET_S: run from the event loop itself, no hand-off. A small file that declares many
+    pixels is decoded on a worker. After a request on another connection, for QUIET_S, on a
+    worker: the loop reads no request while it runs one, so several clients would otherwise each
+    find themselves alone in turn and be served one by one."""
+    model = load_model(SHIPPED / "cifar10.onnx", threads=1, lone_threads=2)
+    heavy = encode(Image.new("RGB", (3000, 3000), "gray"), "PNG")
+    assert len(heavy) <= DECODE_ON_WORKER
+
+    async def scenario() -> list[tuple[bool, float, bool]]:
+        queue = InferenceQueue(workers=2, max_queue=8, max_batch=8)
+        calls = _recording(queue, monkeypatch)
+
+        async def ask(client: str, data: bytes) -> None:
+            with queue.place(client):
+                await queue.classify([(None, data)], model, 3, DEFAULT_MAX_PIXELS)
+
+        monkeypatch.setattr("cifar_onnx.serving.QUIET_S", 0.0)  # a connection's first request counts at once
+        await ask("a", sample("ship"))
+        await ask("a", heavy)
+        monkeypatch.setattr("cifar_onnx.serving.QUIET_S", 1.0)
+        await ask("b", sample("ship"))  # another connection
+        await ask("b", sample("ship"))  # the same one, within QUIET_S of the change
+        await ask(None, sample("ship"))  # a connection that cannot be named
+        return calls
+
+    assert anyio.run(scenario) == [ON_LOOP, ON_WORKER, ON_WORKER, ON_WORKER, ON_WORKER]

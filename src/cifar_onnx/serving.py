@@ -111,6 +111,8 @@ class InferenceQueue:
         self.shed_log = ShedLog()
         self.inside = 0  # admitted and not yet answered; only the event loop changes it
         self.crowded_until = 0.0  # see `alone`
+        self.last_client: object = None  # see `one_client`
+        self.mixed_until = 0.0
         self.gathering = asyncio.Lock()  # run_wide: one request at a time gathers several workers
         WAITING.set_function(lambda: self.limiter.statistics().tasks_waiting)
         IN_FLIGHT.set_function(lambda: self.inside)
@@ -134,13 +136,16 @@ class InferenceQueue:
         self.shed_log.refused(self.waiting())
         return OverloadedError(self.waiting(), 1000 * self.delay.value)
 
-    def take(self) -> float:
-        """A place for the request being handled (the caller checked `full`); give the returned
-        time to `release` when it is answered."""
+    def take(self, client: object = None) -> float:
+        """A place for the request being handled (the caller checked `full`), from `client` (its
+        connection's address, where known); give the returned time to `release` when it is answered."""
         now = time.monotonic()
         self.inside += 1
         if self.inside > 1:
             self.crowded_until = now + QUIET_S
+        if client is None or client != self.last_client:
+            self.mixed_until = now + QUIET_S
+        self.last_client = client
         self.shed_log.admitted()
         return now
 
@@ -149,14 +154,21 @@ class InferenceQueue:
         the last QUIET_S: it may take every inference worker (Batcher.infer_now)."""
         return self.inside == 1 and time.monotonic() >= self.crowded_until
 
+    def one_client(self) -> bool:
+        """Every request of the last QUIET_S came on one connection. Only then may a request alone
+        run on the event loop itself: the loop reads no other request meanwhile, so with several
+        clients each request would find itself alone in turn and they would all run one by one
+        (measured: 32 connections served at the speed of one)."""
+        return time.monotonic() >= self.mixed_until
+
     def release(self, taken_at: float) -> None:
         now = time.monotonic()
         self.delay.add(now - taken_at, now)
         self.inside -= 1
 
     @contextmanager
-    def place(self) -> Iterator[None]:
-        taken_at = self.take()
+    def place(self, client: object = None) -> Iterator[None]:
+        taken_at = self.take(client)
         token = _ADMITTED.set(True)
         try:
             yield
@@ -221,7 +233,8 @@ class InferenceQueue:
             if sum(len(data) for _, data in files) > DECODE_ON_WORKER:
                 images = await self.threads.limited(self.decoders, decode)
             # A large upload arrives decoded: the worker is handed its images as they are.
-            light = alone and (images is not None or all(light_to_decode(data, model.image_size) for _, data in files))
+            light = (alone and self.one_client()
+                     and (images is not None or all(light_to_decode(data, model.image_size) for _, data in files)))  # fmt: skip
             done = await batcher.infer_now(decode if images is None else partial(np.asarray, images), alone, light)
             if done is None:
                 if images is None:
@@ -283,7 +296,7 @@ def shed_early(app: ASGIApp) -> ASGIApp:
             if holding is None and message["type"] == "http.request" and not message.get("more_body", False):
                 if queue.full():
                     raise queue.refusal()
-                holding = queue.take()
+                holding = queue.take(scope.get("client"))
                 _ADMITTED.set(True)  # this request's task: `admitted` then takes no second place
             return message
 
