@@ -72,9 +72,9 @@ class Batcher:
         A request `alone` in the service (the caller knows) that finds every worker idle takes all
         their places and runs on the model's lone session, on every core: its latency, not the
         throughput under load, is what counts then; a request arriving meanwhile waits for that
-        one shorter call. If the caller also vouches that `make_images` is `light`, the lone call
-        runs right here on the event loop, which has nothing else to do: no hand-off at all, as in
-        the bare upload floor."""
+        one shorter call. Where the caller passes `light` (a cheap `make_images`, and one client
+        sending every request: InferenceQueue.one_client), the lone call runs right here on the
+        event loop: no hand-off at all, as in the bare upload floor."""
         if self.pending or self.wait_s:
             return None
         lone = alone and self.model.lone is not None and self.workers.borrowed_tokens == 0
