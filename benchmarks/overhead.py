@@ -6,7 +6,8 @@ Measured on the machine at hand:
 - **The service's own path**: the real server serving a near-free model (a tiny ONNX graph,
   tests/tiny_model.py), against the bare upload app (benchmarks/floor_app.py), taking turns
   for a few rounds at one connection. Its p50 over the floor's is the cost of everything the
-  service adds: middleware, admission, the hand-offs to worker threads, the answer, its JSON.
+  service adds: middleware, admission, the hand-off to a worker thread (none for a light request
+  alone on one connection), the answer, its JSON.
   One hand-off to a worker thread and back, with nothing run in it, is timed on its own.
 - **After an inference**: each stage of our own request path timed in-process alone, and right
   after a call of the default model, as it runs in the server. On CPUs whose int8 kernels use

@@ -224,8 +224,9 @@ def _overhead(results: dict) -> list[str]:
     return ["## Where the overhead goes", "",
             f"- The service's own path: serving a near-free model (a tiny ONNX graph) its p50 at one connection "
             f"is {path['service_p50_ms']} ms against the floor's {path['floor_p50_ms']} ms, **{path['ratio']}x** "
-            f"(medians of {len(path['rounds']['floor'])} rounds taken in turns): middleware, admission, the hand-offs "
-            "to worker threads, the answer and its JSON.",
+            f"(medians of {len(path['rounds']['floor'])} rounds taken in turns): middleware, admission, the hand-off "
+            "to a worker thread where there is one (a light request alone on one connection has none), the answer "
+            "and its JSON.",
             *_hand_off(results["overhead"]),
             f"- After an inference: our own steps timed in-process alone and right after one call of `{after['model']}` "
             f"({after['inference_us'] / 1000:.2f} ms), as they run in the server. Where they run slower after it, the "
@@ -237,7 +238,9 @@ def _overhead(results: dict) -> list[str]:
             "[one hand-off for small uploads](../docs/HISTORY.md#one-hand-off-for-small-uploads-2026-12-06-night) "
             "and [the overhead in CPU time](../docs/HISTORY.md#memory-a-lone-request-on-every-core-and-the-overhead-measured-in-cpu-time-2026-12-06-late): "
             "the remaining hand-off is mostly the wake-up of the idle core the worker sleeps on, and a request alone "
-            "in a quiet service runs the default model on every core.",
+            "in a quiet service runs the default model on every core, [from the event loop itself](../docs/HISTORY.md"
+            "#a-request-on-the-event-loop-the-self-check-halved-the-heap-trimmed-gelu-in-one-operator-2026-12-07) "
+            "while one connection sends the requests.",
             ""]  # fmt: skip
 
 
