@@ -10,15 +10,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anyio
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
+import cifar_onnx.batching
+from cifar_onnx.app import create_app
 from cifar_onnx.classify import timed_predict
 from cifar_onnx.preprocess import DEFAULT_MAX_PIXELS, decode_image
 from cifar_onnx.registry import ServedModel, load_model
 from cifar_onnx.serving import DECODE_ON_WORKER, InferenceQueue
-from tests.conftest import SHIPPED, dataset_dir, make_client
+from cifar_onnx.settings import Settings
+from tests.conftest import SHIPPED, dataset_dir, make_client, serving_in_thread
 from tests.images import encode, sample, sample_image
 
 LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -235,3 +239,31 @@ def test_a_lone_request_runs_on_the_event_loop_only_while_one_connection_sends_t
         return calls
 
     assert anyio.run(scenario) == [ON_LOOP, ON_WORKER, ON_WORKER, ON_WORKER, ON_WORKER]
+
+
+def test_over_http_a_second_connection_sends_the_first_back_to_the_workers(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real HTTP, two keep-alive connections: the connection's address reaches the queue, so the
+    first connection's requests run on the event loop once it has been alone for QUIET_S, a
+    request on the second runs on a worker, and so does the first's next one."""
+    monkeypatch.setattr("cifar_onnx.serving.QUIET_S", 0.3)  # time passes with requests, not sleeps
+    where: list[str] = []
+    real = cifar_onnx.batching.timed_predict
+
+    def recording(served: ServedModel, batch: np.ndarray, lone: bool = False) -> tuple[np.ndarray, float]:
+        where.append("worker" if threading.current_thread().name.startswith("cifar-onnx") else "loop")
+        return real(served, batch, lone)
+
+    monkeypatch.setattr(cifar_onnx.batching, "timed_predict", recording)
+    app = create_app(Settings.from_env(environ={}, model_dir=model_dir), wait_for_models=True)
+    files = {"file": ("ship.jpg", sample("ship"), "image/jpeg")}
+    with serving_in_thread(app) as url, httpx.Client(base_url=url) as first, httpx.Client(base_url=url) as second:
+        for _ in range(2000):  # about QUIET_S of requests, bounded
+            assert first.post("/api/v1/predict", files=files).status_code == 200
+            if where[-1] == "loop":
+                break
+        assert where[0] == "worker" and where[-1] == "loop", where
+        assert second.post("/api/v1/predict", files=files).status_code == 200
+        assert first.post("/api/v1/predict", files=files).status_code == 200
+    assert where[-2:] == ["worker", "worker"]
