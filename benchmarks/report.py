@@ -90,6 +90,10 @@ def _models(results: dict) -> list[str]:
              f"{results['settings']['runs']} calls after warm-up; throughput at batch 64; cold start = fresh "
              "process spawn (interpreter start), imports, model load, first prediction and exit, timed from "
              "outside, best of 3; peak RSS (VmHWM) of that process.", ""]  # fmt: skip
+    if "models_run" in results:  # a served file changed after the suite ran: this level alone was re-run
+        run = results["models_run"]
+        lines += [f"Measured again on {run['date']} by `{run['command']}`, on the same CPU, after a served file "
+                  "changed; the other sections are from the run in the first line.", ""]  # fmt: skip
     for name, runtimes in results["models"].items():
         torch_ms = runtimes.get("PyTorch eager fp32", {}).get("batch1_1t", {}).get("median_ms")
         rows = []

@@ -128,6 +128,28 @@ def plot(service: dict, baseline: dict | None, path: Path) -> None:
     plt.close(fig)
 
 
+def saved_results(path: Path) -> dict:
+    # JSON turned the concurrency levels (int keys) into strings: turn them back.
+    return json.loads(path.read_text(), object_hook=lambda d: {int(k) if k.isdigit() else k: v for k, v in d.items()})
+
+
+def measure_models(model_dir: Path, export_dir: Path, runs: int) -> dict:
+    images = sample_images()
+    return {m.stem: bench_model(m, export_dir, images, runs) for m in sorted(model_dir.glob("*.json"))}
+
+
+def remeasure_models(results: dict, args: argparse.Namespace, command: str) -> dict:
+    """The model level of a saved run, measured again: the rest of the run stays as it was, so
+    only the same CPU may do it (its figures sit beside the others in one report)."""
+    now = machine()
+    if now["cpu"] != results["machine"]["cpu"] or now["cpu_flags"] != results["machine"]["cpu_flags"]:
+        raise SystemExit(f"results.json is of {results['machine']['cpu']} ({results['machine']['cpu_flags']}); "
+                         f"this is {now['cpu']} ({now['cpu_flags']}): run the whole suite here instead")  # fmt: skip
+    print("model level", flush=True)
+    models = measure_models(args.model_dir, args.export_dir, args.runs)
+    return {**results, "models": models, "models_run": {"date": now["date"], "command": command.strip()}}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", type=Path, default=REPO / "model")
@@ -139,19 +161,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=HERE)
     p.add_argument("--scale-results", type=Path, help="JSON from benchmarks.scale (the container check) to report")
     p.add_argument(
+        "--models-only",
+        action="store_true",
+        help="re-measure the model level alone (after a served file changed) into <out>/results.json, "
+        "on the CPU its other figures came from, and rewrite RESULTS.md",
+    )
+    p.add_argument(
         "--report-only",
         action="store_true",
         help="rewrite RESULTS.md from <out>/results.json (adding --scale-results), measuring nothing",
     )
     args = p.parse_args(argv)
-    if args.report_only:
+    if args.report_only or args.models_only:
         from benchmarks.report import write_report
 
-        # JSON turned the concurrency levels (int keys) into strings: turn them back.
-        results = json.loads(
-            (args.out / "results.json").read_text(),
-            object_hook=lambda d: {int(k) if k.isdigit() else k: v for k, v in d.items()},
-        )
+        results = saved_results(args.out / "results.json")
+        if args.models_only:
+            results = remeasure_models(results, args, "python -m benchmarks.run " + " ".join(argv or sys.argv[1:]))
+            (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
         if args.scale_results:
             results["scale"] = json.loads(args.scale_results.read_text())
             (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
@@ -163,11 +190,10 @@ def main(argv: list[str] | None = None) -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict = {"machine": machine(), "settings": {k: str(v) for k, v in vars(args).items()}}
-    images = sample_images()
     models = sorted(args.model_dir.glob("*.json"))
     default = next((m for m in models if json.loads(m.read_text()).get("default")), models[0])
     print("model level", flush=True)
-    results["models"] = {m.stem: bench_model(m, args.export_dir, images, args.runs) for m in models}
+    results["models"] = measure_models(args.model_dir, args.export_dir, args.runs)
     print("service level", flush=True)
     results["service"] = service_level(args.model_dir, default.stem, args.seconds, args.soak_requests, args.runs)
     print("floor: the bare upload app", flush=True)

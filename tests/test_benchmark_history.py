@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from benchmarks import history
 from benchmarks.load import inference_totals
@@ -130,3 +131,33 @@ def test_results_md_is_rendered_from_its_sources(tmp_path: Path) -> None:
     assert (tmp_path / "RESULTS.md").read_text() == (REPO / "benchmarks" / "RESULTS.md").read_text(), (
         "benchmarks/RESULTS.md differs from its sources: python -m benchmarks.run --report-only"
     )
+
+
+def test_models_only_re_measures_the_model_level_and_keeps_the_rest(tmp_path: Path, monkeypatch) -> None:
+    """After a served file changes, the model level alone is run again: the report says when, and the
+    other sections stay those of the whole run. Another CPU's results are refused."""
+    import json
+
+    from benchmarks import run
+    from benchmarks.common import machine
+
+    saved = json.loads((REPO / "benchmarks" / "results.json").read_text())
+    saved["machine"] = {**saved["machine"], **{k: machine()[k] for k in ("cpu", "cpu_flags")}}
+    (tmp_path / "results.json").write_text(json.dumps(saved))
+    fresh = {"ORT int8": {**saved["models"]["airbench"]["ORT int8"], "cold_start_s": 9.876}}
+    monkeypatch.setattr(run, "bench_model", lambda path, *_: fresh)
+    (tmp_path / "model").mkdir()
+    for meta in (REPO / "model").glob("*.json"):
+        (tmp_path / "model" / meta.name).write_bytes(meta.read_bytes())
+
+    run.main(["--models-only", "--out", str(tmp_path), "--model-dir", str(tmp_path / "model")])
+    after = json.loads((tmp_path / "results.json").read_text())
+    assert after["models"] == {m.stem: fresh for m in (REPO / "model").glob("*.json")}
+    assert after["service"] == json.loads(json.dumps(saved["service"]))
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "9.876" in report and "Measured again on" in report and "--models-only" in report
+
+    saved["machine"]["cpu_flags"] = "another cpu"
+    (tmp_path / "results.json").write_text(json.dumps(saved))
+    with pytest.raises(SystemExit, match="run the whole suite here"):
+        run.main(["--models-only", "--out", str(tmp_path), "--model-dir", str(tmp_path / "model")])
