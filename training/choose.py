@@ -28,7 +28,8 @@ drifts between sittings by more than the margins in question):
     python -m training.choose --candidate ... --combine --latency-reference /tmp/ref/cifar10
 
 Today's registry times it, so where its own revision ran the reference kernels (CPUs without
-VNNI) the bound is the stricter one. `--latency-bound-ms` takes a number instead, e.g. what
+VNNI) the bound is the stricter one. `--latency-fraction 0.5` holds candidates to the speed
+target instead: half the reference's time. `--latency-bound-ms` takes a number instead, e.g. what
 `python -m benchmarks.against 7add63a` prints as "then: batch 1 ms" for `cifar10`.
 """
 
@@ -140,13 +141,13 @@ def served_latency_ms(groups: dict[str, tuple[Path, ...]], rounds: int = 3, call
 
 
 def latency_guard(
-    groups: dict[str, tuple[Path, ...]], reference: Path | None, bound_ms: float | None
+    groups: dict[str, tuple[Path, ...]], reference: Path | None, bound_ms: float | None, fraction: float = 1.0
 ) -> tuple[float | None, dict[str, float] | None]:
-    """(bound, each candidate's batch-1 ms): the reference's own time in the same rounds when one
-    is given, else the number given; (None, None) when there is no guard."""
+    """(bound, each candidate's batch-1 ms): `fraction` of the reference's own time in the same
+    rounds when one is given, else the number given; (None, None) when there is no guard."""
     if reference is not None:
         latency = served_latency_ms({REFERENCE: (reference,), **groups})
-        return latency.pop(REFERENCE), latency
+        return round(fraction * latency.pop(REFERENCE), 2), latency
     return bound_ms, None if bound_ms is None else served_latency_ms(groups)
 
 
@@ -199,6 +200,8 @@ def parser() -> argparse.ArgumentParser:
                        help="served model (no suffix) timed beside the candidates: never choose one slower")  # fmt: skip
     guard.add_argument("--latency-bound-ms", type=float,
                        help="never choose a candidate slower than this at batch 1 (1 thread, as served)")  # fmt: skip
+    p.add_argument("--latency-fraction", type=float, default=1.0,
+                   help="with --latency-reference: the bound as this fraction of its time (0.5: the speed target)")  # fmt: skip
     p.add_argument("--data-dir", help="image-folder CIFAR-10; env CIFAR10_DIR")
     p.add_argument("--lossless-dir", help="the clean hold-out; env CIFAR10_LOSSLESS_DIR")
     p.add_argument("--download", action="store_true")
@@ -230,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
                 mean = {k: np.mean([probs[m][k] for m in combo], axis=0) for k in ("jpeg", "clean")}
                 candidates[" + ".join(combo)] = answers(mean, rows, clean, data)
                 groups[" + ".join(combo)] = tuple(Path(m) for m in combo)
-    bound, latency = latency_guard(groups, args.latency_reference, args.latency_bound_ms)
+    bound, latency = latency_guard(groups, args.latency_reference, args.latency_bound_ms, args.latency_fraction)
     chosen = choose(candidates) if latency is None else choose_within(candidates, latency, bound)
     if chosen is None:
         p.error(f"no candidate is within the latency bound of {bound} ms: {latency}")
@@ -238,7 +241,11 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(table(candidates, chosen, latency, slow)))
     print(f"\nchosen: {chosen}")
     if latency is not None:
-        timed = "" if args.latency_reference is None else f" ({args.latency_reference} timed in the same rounds)"
+        timed = (
+            ""
+            if args.latency_reference is None
+            else (f" ({args.latency_fraction:g}x {args.latency_reference}, timed in the same rounds)")
+        )
         print(
             f"latency guard: batch 1 within {bound} ms{timed}, 1 thread, as served; "
             f"{len(slow)} of {len(candidates)} candidates over it"
