@@ -191,7 +191,8 @@ def tta(metas: list[dict[str, Any]]) -> str:
         cells = [f"{scores[level]:.2f}%" if level in scores else "not measured" for level in VIEWS]
         where = member.get("tta_chosen_on", "JPEG validation")
         costs = " / ".join(f"{per_view * v:.2f}" for v in VIEWS.values())
-        rows.append(f"| `{name}` | {where} | {' | '.join(cells)} | {served_views} views | {costs} |")
+        served = f"{served_views} view" + ("s" if served_views > 1 else "")
+        rows.append(f"| `{name}` | {where} | {' | '.join(cells)} | {served} | {costs} |")
     return "\n".join(rows)
 
 
