@@ -233,7 +233,9 @@ def test_a_latency_reference_is_timed_beside_the_candidates_and_sets_the_bound(t
     assert choose.latency_guard({"a": (a,)}, None, 4.7)[0] == 4.7
 
 
-def test_the_bound_can_be_a_fraction_of_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_bound_can_be_a_fraction_of_the_reference(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The speed target is half of the 2026-11-24 default: --latency-fraction 0.5 scales the
     reference's time measured in the same rounds, and the reference stays out of the candidates."""
     monkeypatch.setattr(choose, "served_latency_ms", lambda groups: {name: 6.0 if name == choose.REFERENCE else 3.2
@@ -241,3 +243,7 @@ def test_the_bound_can_be_a_fraction_of_the_reference(monkeypatch: pytest.Monkey
     bound, latency = choose.latency_guard({"a": (Path("a"),)}, Path("ref"), None, 0.5)
     assert (bound, latency) == (3.0, {"a": 3.2})
     assert choose.over_bound(latency, bound) == {"a"}
+
+    with pytest.raises(SystemExit):  # a fraction of nothing: refused before any work
+        choose.main(["--candidate", "model/cifar10", "--latency-fraction", "0.5", "--data-dir", "/nonexistent"])
+    assert "--latency-fraction scales the time of --latency-reference" in capsys.readouterr().err

@@ -212,6 +212,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     p = parser()
     args = p.parse_args(argv)
+    if args.latency_fraction != 1.0 and args.latency_reference is None:
+        p.error("--latency-fraction scales the time of --latency-reference: give one")
     data = load_cifar10(args.data_dir, args.download, args.lossless_dir)
     if data.lossless is None:
         p.error("the clean hold-out was not found: give --lossless-dir or CIFAR10_LOSSLESS_DIR")
