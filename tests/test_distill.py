@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch", reason="the training extra is not installed
 F = torch.nn.functional
 
 from training import distill  # noqa: E402
-from training.train import epochs_for  # noqa: E402
+from training.train import compose_recipe, epochs_for  # noqa: E402
 
 
 def test_loss_is_cross_entropy_without_distillation() -> None:
@@ -72,3 +72,11 @@ def test_cycle_sizing_counts_training_and_evaluation() -> None:
     # 45,000 images at 300/s (150 s) + 15,000 evaluated at 750/s (20 s) = 170 s an epoch.
     assert epochs_for(60, 45_000, 15_000, (300.0, 750.0)) == 21
     assert epochs_for(0.1, 45_000, 15_000, (300.0, 750.0)) == 1  # never zero: a schedule needs one epoch
+
+
+def test_a_recipe_records_distillation_only_when_a_teacher_is_given() -> None:
+    plain = compose_recipe("airbench", {}, None, distilled=False)
+    assert "distill_alpha" not in plain  # the recipe tables then say "none"
+    taught = compose_recipe("airbench", {"distill_temperature": 4.0}, 50, distilled=True)
+    assert (taught["distill_alpha"], taught["distill_temperature"], taught["epochs"]) == (0.5, 4.0, 50)
+    assert compose_recipe("vgg16_bn", {}, None, distilled=False)["epochs"] == 60

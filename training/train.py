@@ -71,17 +71,20 @@ RECIPES: dict[str, dict[str, Any]] = {
     # anchor is: one long schedule (here 60 epochs, a short warm-up, then a cosine to zero: most
     # of the accuracy comes in the final anneal), SGD-Nesterov, crop, flip and cutout. No label
     # smoothing: it left the confidences in a shape one temperature could not calibrate
-    # (docs/MODEL.md). --teacher distils from served graphs (distill_alpha, _temperature), an
-    # option the ablation did not show to pay. bf16 where the CPU has it; resumable every epoch.
+    # (docs/MODEL.md). bf16 where the CPU has it; resumable every epoch.
     "vgg16_bn": dict(
         model=dict(width=1.0, resolution=32, backbone="hed"), epochs=60, batch_size=128, optimizer="sgd",
         lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, head_lr_scale=1.0,
         body_lr_scale=1.0, norm_lr_scale=1.0, schedule=(0.1, 0.05, 0.0), schedule_shape="cosine",
         head_warmup_steps=0, label_smoothing=0.0, translate=4, flip="random", cutout=8, lookahead=False,
-        whiten_bias_epochs=0, precision="auto", distill_alpha=0.5, distill_temperature=2.0,
+        whiten_bias_epochs=0, precision="auto",
     ),
 }  # fmt: skip
 RECIPES["efficientnet_lite1"] = RECIPES["efficientnet_lite2"] = RECIPES["efficientnet_lite0"]
+
+# Added to any recipe run with --teacher (Hinton et al.: half the label, half the teachers' answer
+# softened at T 2), so that a recipe without a teacher records no distillation.
+DISTILLATION: dict[str, float] = dict(distill_alpha=0.5, distill_temperature=2.0)
 
 # ---------------------------------------------------------------------------------------------
 # Optimiser and schedule.
@@ -278,12 +281,16 @@ class Run:
         return self.run_dir / "last.pt"
 
 
+def compose_recipe(model: str, overrides: dict[str, Any], epochs: int | None, distilled: bool) -> dict[str, Any]:
+    """The model's recipe, distillation's values when a teacher is given, then the overrides."""
+    recipe = {**RECIPES[model], **(DISTILLATION if distilled else {}), **overrides}
+    return {**recipe, "epochs": epochs} if epochs else recipe
+
+
 def set_up(args: argparse.Namespace) -> Run:
     """The recipe (a resumed run keeps its own), seeds, precision for this machine, and the data."""
     compute = cmp.setup(args.device, "auto")  # joins the process group under torchrun
-    recipe = {**RECIPES[args.model], **json.loads(args.set or "{}")}
-    if args.epochs:
-        recipe["epochs"] = args.epochs
+    recipe = compose_recipe(args.model, json.loads(args.set or "{}"), args.epochs, bool(args.teacher))
     run_dir = Path(args.out or cache_dir() / "runs" / args.model)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
@@ -349,7 +356,7 @@ def build(run: Run) -> None:
     run.opt = make_optimizer(model, run.recipe)
     run.lookahead = Lookahead(model) if run.recipe["lookahead"] else None
     run.teachers = ckpt.get("teachers", []) if ckpt else [str(Path(t)) for t in args.teacher or []]
-    run.alpha = run.recipe.get("distill_alpha", 0.0) if run.teachers else 0.0
+    run.alpha = run.recipe["distill_alpha"] if run.teachers else 0.0
     if run.teachers:  # rank 0 computes and caches the teacher's answers; the others then read them
         for turn in (True, False):
             if compute.main == turn:
