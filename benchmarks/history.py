@@ -15,13 +15,18 @@ HERE = Path(__file__).resolve().parent
 HISTORY = HERE / "history.json"
 
 
+def model_figures(results: dict) -> dict:
+    """Each served model's int8 kernels and batch-1 median, from the suite's model level."""
+    return {name: {"int8_mode": runs["ORT int8"].get("int8_mode", "not recorded"),
+                   "batch1_ms": runs["ORT int8"]["batch1_1t"]["median_ms"]}
+            for name, runs in results["models"].items()}  # fmt: skip
+
+
 def summary(results: dict, source: str) -> dict:
     """The few figures that differ between CPUs, from one run of the suite."""
     machine, service = results["machine"], results["service"]
     default = results["default_model"]
-    models = {name: {"int8_mode": runs["ORT int8"].get("int8_mode", "not recorded"),
-                     "batch1_ms": runs["ORT int8"]["batch1_1t"]["median_ms"]}
-              for name, runs in results["models"].items()}  # fmt: skip
+    models = model_figures(results)
     c1, c32 = service["single"][1], service["single"][32]
     # The model's median measured right after the concurrency-1 level where the run has it, else
     # the model level's (minutes earlier: the machine's drift between the two lands in the overhead).
@@ -67,3 +72,15 @@ def record(results: dict, source: str, path: Path = HISTORY) -> list[dict]:
     entries.append(entry)
     path.write_text(json.dumps(entries, indent=1) + "\n")
     return entries
+
+
+def update_models(results: dict, path: Path = HISTORY) -> bool:
+    """After `--models-only`: this CPU's entry takes the model level measured again (and says when);
+    its HTTP figures stay the whole run's. False where this CPU has no entry yet."""
+    entries = load(path)
+    found = [e for e in entries if key(e) == key(results["machine"])]
+    for entry in found:
+        entry["models"], entry["models_date"] = model_figures(results), results["models_run"]["date"]
+    if found:
+        path.write_text(json.dumps(entries, indent=1) + "\n")
+    return bool(found)

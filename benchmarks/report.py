@@ -64,7 +64,8 @@ def cpu_table(history: list[dict]) -> list[str]:
             default = name == e["default_model"]
             generation = e.get("cpu_generation", "not recorded")
             cpu = e["cpu"] + ("" if generation == "not recorded" else f" {generation}")
-            rows.append([f"{cpu} ({e['cpu_flags']}), {e['date']}", f"`{name}`" + (" (default)" if default else ""),
+            when = e["date"] + (f" (models measured again {e['models_date']})" if "models_date" in e else "")
+            rows.append([f"{cpu} ({e['cpu_flags']}), {when}", f"`{name}`" + (" (default)" if default else ""),
                          m["int8_mode"], m["batch1_ms"], *(http if default else ["", "", "", ""])])  # fmt: skip
     header = ["CPU (flags), date", "model", "int8 kernels", "batch 1 ms", "HTTP c=1 p50 ms", "overhead ms",
               "HTTP c=32 req/s", "HTTP c=32 p99 ms"]  # fmt: skip

@@ -142,7 +142,7 @@ def remeasure_models(results: dict, args: argparse.Namespace, command: str) -> d
     """The model level of a saved run, measured again: the rest of the run stays as it was, so
     only the same CPU may do it (its figures sit beside the others in one report)."""
     now = machine()
-    if now["cpu"] != results["machine"]["cpu"] or now["cpu_flags"] != results["machine"]["cpu_flags"]:
+    if history.key(now) != history.key(results["machine"]):  # model name, CPUID family and model, flags
         raise SystemExit(f"results.json is of {results['machine']['cpu']} ({results['machine']['cpu_flags']}); "
                          f"this is {now['cpu']} ({now['cpu_flags']}): run the whole suite here instead")  # fmt: skip
     print("model level", flush=True)
@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.models_only:
             results = remeasure_models(results, args, "python -m benchmarks.run " + " ".join(argv or sys.argv[1:]))
             (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+            history.update_models(results, args.out / "history.json")
         if args.scale_results:
             results["scale"] = json.loads(args.scale_results.read_text())
             (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")

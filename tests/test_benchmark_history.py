@@ -142,8 +142,11 @@ def test_models_only_re_measures_the_model_level_and_keeps_the_rest(tmp_path: Pa
     from benchmarks.common import machine
 
     saved = json.loads((REPO / "benchmarks" / "results.json").read_text())
-    saved["machine"] = {**saved["machine"], **{k: machine()[k] for k in ("cpu", "cpu_flags")}}
+    saved["machine"] = {**saved["machine"], **{k: machine()[k] for k in ("cpu", "cpu_flags", "cpu_generation")}}
     (tmp_path / "results.json").write_text(json.dumps(saved))
+    whole_run = run.saved_results(tmp_path / "results.json")  # its concurrency levels as numbers again
+    other = {**history.summary(whole_run, "a run elsewhere"), "cpu": "another CPU"}
+    (tmp_path / "history.json").write_text(json.dumps([history.summary(whole_run, "the whole run"), other]))
     fresh = {"ORT int8": {**saved["models"]["airbench"]["ORT int8"], "cold_start_s": 9.876}}
     monkeypatch.setattr(run, "bench_model", lambda path, *_: fresh)
     (tmp_path / "model").mkdir()
@@ -156,6 +159,11 @@ def test_models_only_re_measures_the_model_level_and_keeps_the_rest(tmp_path: Pa
     assert after["service"] == json.loads(json.dumps(saved["service"]))
     report = (tmp_path / "RESULTS.md").read_text()
     assert "9.876" in report and "Measured again on" in report and "--models-only" in report
+    # The per-CPU table: this CPU's row takes the new figures and says so; another CPU's stays.
+    mine, elsewhere = json.loads((tmp_path / "history.json").read_text())
+    assert mine["models"]["airbench"]["batch1_ms"] == fresh["ORT int8"]["batch1_1t"]["median_ms"]
+    assert "models_date" in mine and "models measured again" in report
+    assert elsewhere == json.loads(json.dumps(other))
 
     saved["machine"]["cpu_flags"] = "another cpu"
     (tmp_path / "results.json").write_text(json.dumps(saved))
