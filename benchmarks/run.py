@@ -143,8 +143,8 @@ def remeasure_models(results: dict, args: argparse.Namespace, command: str) -> d
     only the same CPU may do it (its figures sit beside the others in one report)."""
     now = machine()
     if history.key(now) != history.key(results["machine"]):  # model name, CPUID family and model, flags
-        raise SystemExit(f"results.json is of {results['machine']['cpu']} ({results['machine']['cpu_flags']}); "
-                         f"this is {now['cpu']} ({now['cpu_flags']}): run the whole suite here instead")  # fmt: skip
+        then, here = (", ".join(history.key(m)) for m in (results["machine"], now))
+        raise SystemExit(f"results.json is of {then}; this is {here}: run the whole suite here instead")
     print("model level", flush=True)
     models = measure_models(args.model_dir, args.export_dir, args.runs)
     return {**results, "models": models, "models_run": {"date": now["date"], "command": command.strip()}}
