@@ -74,13 +74,12 @@ def record(results: dict, source: str, path: Path = HISTORY) -> list[dict]:
     return entries
 
 
-def update_models(results: dict, path: Path = HISTORY) -> bool:
+def update_models(results: dict, path: Path = HISTORY) -> None:
     """After `--models-only`: this CPU's entry takes the model level measured again (and says when);
-    its HTTP figures stay the whole run's. False where this CPU has no entry yet."""
+    its HTTP figures stay the whole run's. Nothing is written where this CPU has no entry yet."""
     entries = load(path)
     found = [e for e in entries if key(e) == key(results["machine"])]
     for entry in found:
         entry["models"], entry["models_date"] = model_figures(results), results["models_run"]["date"]
     if found:
         path.write_text(json.dumps(entries, indent=1) + "\n")
-    return bool(found)
