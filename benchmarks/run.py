@@ -133,6 +133,10 @@ def saved_results(path: Path) -> dict:
     return json.loads(path.read_text(), object_hook=lambda d: {int(k) if k.isdigit() else k: v for k, v in d.items()})
 
 
+def save_results(results: dict, path: Path) -> None:
+    path.write_text(json.dumps(results, indent=1, default=str) + "\n")
+
+
 def measure_models(model_dir: Path, export_dir: Path, runs: int) -> dict:
     images = sample_images()
     return {m.stem: bench_model(m, export_dir, images, runs) for m in sorted(model_dir.glob("*.json"))}
@@ -172,17 +176,19 @@ def main(argv: list[str] | None = None) -> None:
         help="rewrite RESULTS.md from <out>/results.json (adding --scale-results), measuring nothing",
     )
     args = p.parse_args(argv)
+    command = "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.report_only or args.models_only:
         from benchmarks.report import write_report
 
         results = saved_results(args.out / "results.json")
         if args.models_only:
-            results = remeasure_models(results, args, "python -m benchmarks.run " + " ".join(argv or sys.argv[1:]))
-            (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
-            history.update_models(results, args.out / "history.json")
+            results = remeasure_models(results, args, command)
         if args.scale_results:
             results["scale"] = json.loads(args.scale_results.read_text())
-            (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+        if args.models_only or args.scale_results:  # --report-only alone measures and changes nothing
+            save_results(results, args.out / "results.json")
+        if args.models_only:
+            history.update_models(results, args.out / "history.json")
         write_report(results, args.out / "RESULTS.md", history.load(args.out / "history.json"))
         print(f"wrote {args.out / 'RESULTS.md'}")
         return
@@ -216,9 +222,8 @@ def main(argv: list[str] | None = None) -> None:
         print("baseline", flush=True)
         results["baseline"] = baseline_level(default, args.seconds)
     results["default_model"] = default.stem
-    (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    save_results(results, args.out / "results.json")
     plot(results["service"], results.get("baseline"), args.out / "latency.png")
-    command = "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
     if results["machine"]["cpu"].endswith(MASKED_SUFFIX):  # the command that reproduces it is the masked one
         command = f"python -m benchmarks.avx2_only -- {command}"
     entries = history.record(results, f"`{command.strip()}`", args.out / "history.json")

@@ -133,6 +133,26 @@ def test_results_md_is_rendered_from_its_sources(tmp_path: Path) -> None:
     )
 
 
+def test_report_only_adds_the_container_checks_scale_results(tmp_path: Path) -> None:
+    """The container check's figures join a saved run without measuring again: kept in results.json
+    for the next report, and reported."""
+    import json
+
+    from benchmarks import run
+
+    for name in ("results.json", "history.json"):
+        (tmp_path / name).write_bytes((REPO / "benchmarks" / name).read_bytes())
+    scale = {
+        "spread": {"per_replica": {"replica-a": 412, "replica-b": 398}},
+        "kill": {"load": {"requests": 5021, "recovered_in_s": 7.5}, "failed": 3, "victim_restarts": 1},
+    }
+    (tmp_path / "scale.json").write_text(json.dumps(scale))
+    run.main(["--report-only", "--out", str(tmp_path), "--scale-results", str(tmp_path / "scale.json")])
+    assert json.loads((tmp_path / "results.json").read_text())["scale"] == scale
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "replica-a: 412" in report and "5,021 requests, **3 failed**" in report
+
+
 def test_models_only_re_measures_the_model_level_and_keeps_the_rest(tmp_path: Path, monkeypatch) -> None:
     """After a served file changes, the model level alone is run again: the report says when, and the
     other sections stay those of the whole run. Another CPU's results are refused."""
