@@ -111,8 +111,11 @@ def summarise(raw: dict[str, dict[str, list]]) -> dict[str, dict]:
 
 def table(result: dict) -> str:
     old, new = result["sides"]["then"], result["sides"]["now"]
-    lines = [f"Then: revision `{result['rev']}`; now: `{result['now_rev']}`. {result['machine']['cpu']} "
-             f"({result['machine']['cpu_flags']}), {result['machine']['date']}; medians of {result['rounds']} rounds.",
+    machine = result["machine"]
+    # Two CPUs can share a model name (AMD EPYC of different generations): the generation tells them apart.
+    generation = f", CPUID {machine['cpu_generation']}" if machine.get("cpu_generation") else ""
+    lines = [f"Then: revision `{result['rev']}`; now: `{result['now_rev']}`. {machine['cpu']} "
+             f"({machine['cpu_flags']}{generation}), {machine['date']}; medians of {result['rounds']} rounds.",
              "", "| model | then: int8 kernels | then: batch 1 ms | now: int8 kernels | now: batch 1 ms | x faster "
              "than then | now forced unfused: ms | x faster than unfused |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for name in sorted(set(old["models"]) | set(new["models"])):

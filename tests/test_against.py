@@ -25,3 +25,24 @@ def test_a_revision_is_unpacked_and_its_models_timed_by_its_own_code(tmp_path: P
 def test_an_unknown_revision_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no-such-revision"):
         against.unpack("no-such-revision", tmp_path / "then")
+
+
+def _run(machine: dict) -> dict:
+    side = {"models": {"cifar10": {"median_ms": 4.0, "int8": "int8 fused", "unfused_ms": 8.0}},
+            "http": {"1": {"p50_ms": 5.0, "p99_ms": 9.0, "rps": 200.0}, "32": {"p50_ms": 80.0, "p99_ms": 120.0, "rps": 400.0}}}  # fmt: skip
+    return {
+        "rev": "7add63a",
+        "now_rev": "abc1234",
+        "machine": machine,
+        "rounds": 3,
+        "sides": {"then": side, "now": side},
+    }
+
+
+def test_the_table_tells_two_cpus_of_one_name_apart_by_their_generation() -> None:
+    base = {"cpu": "AMD EPYC", "cpu_flags": "avx2", "date": "2026-12-07 14:41 UTC"}
+    newer = against.table(_run({**base, "cpu_generation": "family 25, model 1"}))
+    older = against.table(_run(base))  # runs saved before the generation was recorded
+    assert "AMD EPYC (avx2, CPUID family 25, model 1)" in newer.splitlines()[0]
+    assert "AMD EPYC (avx2)," in older.splitlines()[0]
+    assert "| `cifar10` | int8 fused | 4.0 | int8 fused | 4.0 | 1.00 | 8.0 | 2.00 |" in newer
