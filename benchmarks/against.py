@@ -25,7 +25,7 @@ from io import BytesIO
 from pathlib import Path
 
 from benchmarks import load
-from benchmarks.common import SAMPLE, machine
+from benchmarks.common import SAMPLE, cpu_label, machine
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -111,11 +111,8 @@ def summarise(raw: dict[str, dict[str, list]]) -> dict[str, dict]:
 
 def table(result: dict) -> str:
     old, new = result["sides"]["then"], result["sides"]["now"]
-    machine = result["machine"]
-    # Two CPUs can share a model name (AMD EPYC of different generations): the generation tells them apart.
-    generation = f", CPUID {machine['cpu_generation']}" if machine.get("cpu_generation") else ""
-    lines = [f"Then: revision `{result['rev']}`; now: `{result['now_rev']}`. {machine['cpu']} "
-             f"({machine['cpu_flags']}{generation}), {machine['date']}; medians of {result['rounds']} rounds.",
+    lines = [f"Then: revision `{result['rev']}`; now: `{result['now_rev']}`. {cpu_label(result['machine'])}, "
+             f"{result['machine']['date']}; medians of {result['rounds']} rounds.",
              "", "| model | then: int8 kernels | then: batch 1 ms | now: int8 kernels | now: batch 1 ms | x faster "
              "than then | now forced unfused: ms | x faster than unfused |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for name in sorted(set(old["models"]) | set(new["models"])):

@@ -40,6 +40,8 @@ def against_section() -> list[str]:
 
 def cpu_table(history: list[dict]) -> list[str]:
     """RESULTS.md's per-CPU section from benchmarks/history.json's entries (none: no section)."""
+    from benchmarks.common import cpu_label
+
     if not history:
         return []
     lines = ["## Per CPU: what is fast where", "",
@@ -62,10 +64,8 @@ def cpu_table(history: list[dict]) -> list[str]:
         http = [e["http_c1_p50_ms"], overhead, e["http_c32_rps"], e["http_c32_p99_ms"]]
         for name, m in e["models"].items():
             default = name == e["default_model"]
-            generation = e.get("cpu_generation", "not recorded")
-            cpu = e["cpu"] + ("" if generation == "not recorded" else f" {generation}")
             when = e["date"] + (f" (models measured again {e['models_date']})" if "models_date" in e else "")
-            rows.append([f"{cpu} ({e['cpu_flags']}), {when}", f"`{name}`" + (" (default)" if default else ""),
+            rows.append([f"{cpu_label(e)}, {when}", f"`{name}`" + (" (default)" if default else ""),
                          m["int8_mode"], m["batch1_ms"], *(http if default else ["", "", "", ""])])  # fmt: skip
     header = ["CPU (flags), date", "model", "int8 kernels", "batch 1 ms", "HTTP c=1 p50 ms", "overhead ms",
               "HTTP c=32 req/s", "HTTP c=32 p99 ms"]  # fmt: skip
