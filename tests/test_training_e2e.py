@@ -21,6 +21,7 @@ from cifar_onnx.preprocess import decode_image
 from cifar_onnx.registry import load_model
 from tests.conftest import REPO, dataset_dir, make_client, served_vgg
 from tests.images import sample
+from training.ensemble import member_graphs
 
 pytest.importorskip("torch", reason="the training extra is not installed (pip install .[train])")
 pytestmark = pytest.mark.slow
@@ -134,6 +135,19 @@ def test_train_export_quantise_evaluate_serve(tmp_path: Path) -> None:
     # The graphs (before the calibration that training.trust fitted for cifar10 alone) agree.
     single, double = (load_model(model_dir / f"{n}.onnx", threads=1).raw(images) for n in ("cifar10", "pair"))
     assert np.allclose(single, double, atol=1e-6)
+    # --unpack cuts each member back out as a served file of its own (for ensembles whose members'
+    # checkpoints are gone): each answers and measures as the model it came from, at its size.
+    unpacked = tmp_path / "unpacked"
+    run("training.ensemble", "--unpack", str(model_dir / "pair"), "--out", str(unpacked), "--data-dir", str(data),
+        env=env)  # fmt: skip
+    for index in range(2):
+        part = json.loads((unpacked / f"pair_m{index}_airbench.json").read_text())
+        assert (part["parameters"], part["flops_per_image"]) == (meta["parameters"], meta["flops_per_image"])
+        assert part["accuracy"]["test_int8"] == meta["accuracy"]["test_int8"] and not part["default"]
+        answers = load_model(unpacked / f"pair_m{index}_airbench.onnx", threads=1).raw(images)
+        assert np.allclose(answers, single, atol=1e-6)
+    with pytest.raises(ValueError, match="not an ensemble"):
+        member_graphs(model_dir / "cifar10.onnx")
     with make_client(model_dir) as client:
         listed = {m["name"] for m in client.get("/api/v1/models").json()["models"]}
         assert listed == {"cifar10", "pair"}

@@ -16,6 +16,12 @@ too, so the int8 loss is known; otherwise the metadata has int8 figures only.
 scores every combination of two or more of the members instead, best first by validation, and
 writes nothing: each member runs once over the validation and test images, and a combination's
 answer is the mean of its members' probabilities, which is what the merged graph computes.
+
+    python -m training.ensemble --unpack model/cifar10 --out /tmp/members
+
+does the reverse: each member of a served ensemble becomes a served file of its own (its graph
+cut out unchanged, measured and described as an export would), so that it can join other
+ensembles after its training checkpoint is gone.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import argparse
 import itertools
 import json
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +39,9 @@ import onnx
 from onnx import compose, helper
 
 from training.data import Cifar10, cache_dir, load_cifar10
-from training.export import measure, ort_probs, session, write_served
+from training.export import Served, measure, ort_probs, rebuilt, served_size, session, write_served
 from training.holdout import clean_positions, measure_lossless
+from training.models import REGISTRY
 
 
 def merge(paths: list[Path]) -> onnx.ModelProto:
@@ -63,6 +71,84 @@ def merge(paths: list[Path]) -> onnx.ModelProto:
                               ir_version=max(m.ir_version for m in members), producer_name="cifar-onnx ensemble")  # fmt: skip
     onnx.checker.check_model(model)
     return model
+
+
+def member_graphs(path: Path) -> list[onnx.ModelProto]:
+    """The members of a graph `merge` wrote, each cut out as it was copied in (the nodes that feed
+    one input of the final `Mean`), with the served contract's input and output names."""
+    model = onnx.load(str(path))
+    average = next((n for n in model.graph.node if n.op_type == "Mean" and n.name == "average"), None)
+    if average is None:
+        raise ValueError(f"{path} is not an ensemble written by training.ensemble (no Mean named 'average')")
+    graphs = []
+    for out in average.input:
+        member = onnx.utils.Extractor(model).extract_model(["image"], [out])
+        member.graph.node.append(helper.make_node("Identity", [out], ["probabilities"], name="output"))
+        renamed = onnx.ValueInfoProto()
+        renamed.CopyFrom(member.graph.output[0])
+        renamed.name = "probabilities"
+        member.graph.output.pop()
+        member.graph.output.append(renamed)
+        member.opset_import.extend(o for o in model.opset_import if o not in member.opset_import)
+        member.ir_version = model.ir_version
+        onnx.checker.check_model(member)
+        graphs.append(member)
+    return graphs
+
+
+def unpacked_description(meta: dict[str, Any], index: int, argv: list[str]) -> dict[str, Any]:
+    """Metadata fields of member `index` of an ensemble, from the ensemble's metadata; its size
+    from its network rebuilt untrained (as training.export counts it)."""
+    member = meta["members"][index]
+    parameters, flops = served_size(
+        Served([rebuilt(member["name"], member.get("recipe", {}).get("model", {}))], [member["tta"]])
+    )
+    calibration = meta["quantization"]["calibration"]
+    prefix = "each member calibrated on its own: "
+    if calibration.startswith(prefix):  # "<file>: <how>; <file>: <how>", in member order
+        calibration = calibration.removeprefix(prefix).split("; ")[index].split(": ", 1)[1]
+    machines = meta["machine"]
+    per_member = all(isinstance(v, dict) for v in machines.values()) and len(machines) == len(meta["members"])
+    return {
+        "title": f"{member['name']}, member {index} of {meta['name']} (int8)",
+        "default": False,
+        "architecture": f"{member['name']}: {REGISTRY[member['name']].description}",
+        "members": [member],
+        "test_time_augmentation": {member["name"]: member["tta"]},
+        "quantization": {**meta["quantization"], "calibration": calibration},
+        "parameters": parameters,
+        "flops_per_image": flops,
+        "training": {"wall_minutes": member["wall_minutes"], "cpu_minutes": member["cpu_minutes"],
+                     "commands": [member.get("command")]},
+        "export_command": " ".join(["python", "-m", "training.ensemble", *argv]),
+        "machine": list(machines.values())[index] if per_member else machines,
+    }  # fmt: skip
+
+
+def unpack(path: Path, args: argparse.Namespace, argv: list[str]) -> None:
+    """Write each member of the ensemble at `path` as `<out>/<ensemble>_m<i>_<member>`, measured."""
+    meta = json.loads(path.with_suffix(".json").read_text())
+    graphs = member_graphs(path.with_suffix(".onnx"))
+    if len(graphs) != len(meta["members"]):
+        raise ValueError(f"{path}: {len(graphs)} member graphs but {len(meta['members'])} members in its metadata")
+    datasets: dict[str, Cifar10] = {}
+    for index, (graph, member) in enumerate(zip(graphs, meta["members"], strict=True)):
+        name = f"{meta['name']}_m{index}_{member['name']}"
+        work = cache_dir() / "export" / name
+        work.mkdir(parents=True, exist_ok=True)
+        int8 = work / f"{name}.int8.onnx"
+        onnx.save(graph, str(int8))
+        layout = member.get("layout", "split")
+        if layout not in datasets:
+            datasets[layout] = load_cifar10(args.data_dir, args.download, layout=layout)
+        data = datasets[layout]
+        results = measure({"int8": int8}, data.val.images, data.val.labels, data.test.images, data.test.labels,
+                          args.threads)  # fmt: skip
+        positions = clean_positions({"members": [member]}, data) if data.lossless else np.array([], dtype=np.int64)
+        probs = partial(ort_probs, session(int8, args.threads))
+        lossless = measure_lossless(probs, data, positions) if len(positions) else {}
+        write_served(args.out, name, int8, results, data.test.labels, unpacked_description(meta, index, argv),
+                     lossless=lossless, layout=data.layout)  # fmt: skip
 
 
 def described(metas: list[dict[str, Any]], args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
@@ -102,7 +188,8 @@ def rank(members: list[Path], data: Cifar10, threads: int = 2) -> list[tuple[flo
 def parser() -> argparse.ArgumentParser:
     """The command line (the documents' commands are checked against it)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--member", type=Path, action="append", required=True, help="served model path without suffix")
+    p.add_argument("--member", type=Path, action="append", default=[], help="served model path without suffix")
+    p.add_argument("--unpack", type=Path, help="an ensemble (path without suffix): write each member as its own file")
     p.add_argument("--name", help="writes <out>/<name>.onnx and .json")
     p.add_argument("--rank", action="store_true", help="score every combination of the members; write nothing")
     p.add_argument("--title")
@@ -118,6 +205,11 @@ def main(argv: list[str] | None = None) -> None:
     p = parser()
     argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
+    if args.unpack:
+        if args.member:
+            p.error("--unpack takes no --member")
+        unpack(args.unpack, args, argv)
+        return
     if len(args.member) < 2:
         p.error("an ensemble needs at least two --member")
     if args.rank:

@@ -111,6 +111,13 @@ def rebuilt(name: str, model_options: dict[str, Any], state: dict[str, torch.Ten
     return model
 
 
+def served_size(served: Served) -> tuple[int, int]:
+    """(parameters, FLOPs per image) of the network as served: test-time views included."""
+    with FlopCounterMode(display=False) as counter:
+        served(torch.zeros(1, 32, 32, 3, dtype=torch.uint8))
+    return sum(p.numel() for p in served.parameters()), counter.get_total_flops()
+
+
 def load_run(run: Path) -> tuple[nn.Module, dict[str, Any]]:
     ckpt_path = run / "final.pt" if (run / "final.pt").exists() else run / "last.pt"
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -455,9 +462,7 @@ def main(argv: list[str] | None = None) -> None:
     sess = session(int8, args.threads)
     lossless = measure_lossless(lambda x: ort_probs(sess, x), data, clean) if len(clean) else {}
 
-    with FlopCounterMode(display=False) as counter:
-        served(torch.zeros(1, 32, 32, 3, dtype=torch.uint8))
-
+    parameters, flops = served_size(served)
     names = [i["name"] for i in infos]
     write_served(args.out, args.name, int8, results, test_y, lossless=lossless, layout=data.layout, described={
         "title": args.title or " + ".join(names) + " (int8)",
@@ -470,8 +475,8 @@ def main(argv: list[str] | None = None) -> None:
                          "ops": QUANTISED_OPS, "calibration": f"{args.calibration}, {len(calib)} training images",
                          "tool": f"onnxruntime {ort.__version__}", "bias_correction": BIAS_CORRECTION,
                          **({"float_ops": FLOAT_DEPTHWISE} if args.float_depthwise else {})},
-        "parameters": sum(p.numel() for p in served.parameters()),
-        "flops_per_image": counter.get_total_flops(),
+        "parameters": parameters,
+        "flops_per_image": flops,
         # Summed over members: runs trained side by side (one per core) overlap in wall time.
         "training": {"wall_minutes": round(sum(i["wall_minutes"] for i in infos), 1),
                      "cpu_minutes": round(sum(i["cpu_minutes"] for i in infos), 1),
