@@ -51,7 +51,7 @@ import numpy as np
 import onnx
 
 from cifar_onnx import registry
-from training.data import Cifar10, load_cifar10
+from training.data import Cifar10, add_source_arguments, load_cifar10
 from training.ensemble import merge
 from training.export import latency_ms, ort_probs, session
 from training.holdout import clean_positions, held_out_rows, measure_lossless
@@ -202,9 +202,8 @@ def parser() -> argparse.ArgumentParser:
                        help="never choose a candidate slower than this at batch 1 (1 thread, as served)")  # fmt: skip
     p.add_argument("--latency-fraction", type=float, default=1.0,
                    help="with --latency-reference: the bound as this fraction of its time (0.5: the speed target)")  # fmt: skip
-    p.add_argument("--data-dir", help="image-folder CIFAR-10; env CIFAR10_DIR")
+    add_source_arguments(p)
     p.add_argument("--lossless-dir", help="the clean hold-out; env CIFAR10_LOSSLESS_DIR")
-    p.add_argument("--download", action="store_true")
     p.add_argument("--threads", type=int, default=2)
     return p
 

@@ -17,6 +17,7 @@ with `--download`, straight from the official (lossless) batches.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import os
@@ -166,6 +167,12 @@ def _official_lossless(x: np.ndarray, y: np.ndarray) -> Lossless:
     rows = np.arange(LOSSLESS_COUNT)
     part = Split(x[rows], y[rows])
     return Lossless(part, part, rows, f"official training images 0..{LOSSLESS_COUNT - 1}")
+
+
+def add_source_arguments(p: argparse.ArgumentParser) -> None:
+    """--data-dir and --download: where a tool reads CIFAR-10 from (load_cifar10's first two arguments)."""
+    p.add_argument("--data-dir", help="image-folder CIFAR-10; env CIFAR10_DIR")
+    p.add_argument("--download", action="store_true", help="the official archive, when no folder is given")
 
 
 def load_cifar10(

@@ -38,7 +38,7 @@ import numpy as np
 import onnx
 from onnx import compose, helper
 
-from training.data import Cifar10, cache_dir, load_cifar10
+from training.data import Cifar10, add_source_arguments, cache_dir, load_cifar10
 from training.export import Served, measure, ort_probs, rebuilt, served_size, session, write_served
 from training.holdout import clean_positions, measure_lossless
 from training.models import REGISTRY
@@ -195,8 +195,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--title")
     p.add_argument("--out", type=Path, default=Path("model"))
     p.add_argument("--default", action="store_true", help="mark as the default served model")
-    p.add_argument("--data-dir", help="image-folder CIFAR-10; env CIFAR10_DIR")
-    p.add_argument("--download", action="store_true")
+    add_source_arguments(p)
     p.add_argument("--threads", type=int, default=2)
     return p
 

@@ -79,13 +79,12 @@ def hit_rate(model: ServedModel, items: list[Composite]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from training.data import load_cifar10
+    from training.data import add_source_arguments, load_cifar10
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", type=Path, default=Path("model"))
     p.add_argument("--count", type=int, default=300)
-    p.add_argument("--data-dir", help="image-folder CIFAR-10; env CIFAR10_DIR")
-    p.add_argument("--download", action="store_true")
+    add_source_arguments(p)
     args = p.parse_args(argv)
     data = load_cifar10(args.data_dir, args.download)
     items = composites(data.test.images, data.test.labels, args.count)

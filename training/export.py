@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cifar_onnx.registry import make_session
-from training.data import CLASSES, cache_dir, load_cifar10
+from training.data import CLASSES, add_source_arguments, cache_dir, load_cifar10
 from training.gelu import fuse_gelu_file
 from training.holdout import clean_positions, measure_lossless
 from training.models import REGISTRY, AirbenchNet, create_model
@@ -404,8 +404,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", type=int, choices=[0, 1, 2], help="force a TTA level (default: chosen on validation)")
     p.add_argument("--calibration-images", type=int, default=512)
     p.add_argument("--calibration", default="minmax", choices=["minmax", "percentile", "entropy"])
-    p.add_argument("--data-dir", help="image-folder CIFAR-10; env CIFAR10_DIR")
-    p.add_argument("--download", action="store_true")
+    add_source_arguments(p)
     p.add_argument("--limit", type=int, default=0, help="evaluate on N random val/test images (tests)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--float-depthwise", action="store_true", help=f"keep in float: {FLOAT_DEPTHWISE}")

@@ -41,7 +41,7 @@ from torch import nn
 
 from training.augment import augment
 from training.batches import to_float
-from training.data import Cifar10, cache_dir, load_cifar10
+from training.data import Cifar10, add_source_arguments, cache_dir, load_cifar10
 from training.export import Served, ort_probs, session, torch_probs
 from training.models import VGG16BN
 from training.train import environment, evaluate
@@ -146,8 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, help="run directory (default ~/.cache/cifar-onnx/runs/<name>_tail)")
     p.add_argument("--set", help='JSON overriding HP, e.g. \'{"copies": 1, "epochs": 1}\'')
     p.add_argument("--limit", type=int, default=0, help="use N training images (tests)")
-    p.add_argument("--data-dir", help="image-folder CIFAR-10; env CIFAR10_DIR")
-    p.add_argument("--download", action="store_true")
+    add_source_arguments(p)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     hp = {**HP, **json.loads(args.set or "{}")}

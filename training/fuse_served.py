@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cifar_onnx.registry import _session
-from training.data import load_cifar10
+from training.data import add_source_arguments, load_cifar10
 from training.export import ort_probs, sha256
 from training.gelu import fuse_gelu_file
 
@@ -33,8 +33,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", action="append", required=True, help="a served model: model/<name>.onnx and .json")
     p.add_argument("--model-dir", type=Path, default=Path("model"))
-    p.add_argument("--data-dir", help="image-folder CIFAR-10; env CIFAR10_DIR")
-    p.add_argument("--download", action="store_true")
+    add_source_arguments(p)
     p.add_argument("--limit", type=int, default=0, help="compare on the first N images of each set (tests)")
     p.add_argument("--threads", type=int, default=2)
     return p

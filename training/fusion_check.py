@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cifar_onnx import cpu, registry
-from training.data import load_cifar10
+from training.data import add_source_arguments, load_cifar10
 from training.export import accuracy, ort_probs
 
 
@@ -41,8 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--split", choices=("test", "val"), default="test")
     p.add_argument("--limit", type=int, default=0, help="the first N images only")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--data-dir", help="image-folder CIFAR-10; env CIFAR10_DIR")
-    p.add_argument("--download", action="store_true")
+    add_source_arguments(p)
     args = p.parse_args(argv)
     data = load_cifar10(args.data_dir, args.download)
     split = data.test if args.split == "test" else data.val

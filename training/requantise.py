@@ -34,7 +34,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from cifar_onnx.registry import _session
-from training.data import load_cifar10
+from training.data import add_source_arguments, load_cifar10
 from training.export import (
     BIAS_CORRECTION,
     FLOAT_DEPTHWISE,
@@ -114,8 +114,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", type=Path, default=Path("model"))
     p.add_argument("--out", type=Path, help="where to write <name>.onnx and .json (default: in place)")
     p.add_argument("--calibration-images", type=int, default=512)
-    p.add_argument("--data-dir", help="image-folder CIFAR-10; env CIFAR10_DIR")
-    p.add_argument("--download", action="store_true")
+    add_source_arguments(p)
     p.add_argument("--limit", type=int, default=0, help="evaluate on N val/test images (tests)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--float-depthwise", action="store_true", help=f"keep in float: {FLOAT_DEPTHWISE}")

@@ -181,14 +181,17 @@ VIEWS = {0: 1, 1: 2, 2: 6}  # test-time augmentation level -> views (none; mirro
 
 def tta(metas: list[dict[str, Any]]) -> str:
     """Each served network's accuracy by test-time augmentation level (fp32, measured by the export
-    on the set it chose on) beside the arithmetic each level costs."""
+    on the set it chose on; int8 where training.views added a level) beside what each level costs."""
     rows = ["| network | chosen on | 1 view | 2 views (mirror) | 6 views (mirror, shifts) | served | GFLOP / image "
             "at 1 / 2 / 6 views |", "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for name, member in _networks(metas):
-        scores = {int(k): v for k, v in member["tta_val_accuracy"].items()}
+        scores = {int(k): f"{v:.2f}%" for k, v in member["tta_val_accuracy"].items()}
+        # Levels added to the served int8 graph after its checkpoint was gone (training.views).
+        int8 = {int(k): f"{v:.2f}% (int8)" for k, v in member.get("tta_val_accuracy_int8", {}).items()}
+        scores = {**int8, **scores}
         served_views = VIEWS[int(member["tta"])]
         per_view = next(m for m in metas if m["name"] == name)["flops_per_image"] / served_views / 1e9
-        cells = [f"{scores[level]:.2f}%" if level in scores else "not measured" for level in VIEWS]
+        cells = [scores.get(level, "not measured") for level in VIEWS]
         where = member.get("tta_chosen_on", "JPEG validation")
         costs = " / ".join(f"{per_view * v:.2f}" for v in VIEWS.values())
         served = f"{served_views} view" + ("s" if served_views > 1 else "")
