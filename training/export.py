@@ -57,6 +57,10 @@ LAYOUT_NOTES = {
 # ---------------------------------------------------------------------------------------------
 
 
+# Level 2's weights: the image's pair (itself and its mirror) half, each shifted pair a quarter.
+LEVEL_2_WEIGHTS = (0.5, 0.25, 0.25)
+
+
 def tta_logits(model: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
     """0: the image; 1: mean of it and its mirror; 2: level 1 on the image, averaged (half and
     half) with level 1 on two copies shifted one pixel diagonally (reflect-padded), as airbench.
@@ -74,7 +78,7 @@ def tta_logits(model: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
     if level == 1:
         return logits.mean(0)
     mirrored_pairs = (logits[:3] + logits[3:]) / 2  # per view: mean of it and its mirror
-    return 0.5 * mirrored_pairs[0] + 0.25 * (mirrored_pairs[1] + mirrored_pairs[2])
+    return sum(w * pair for w, pair in zip(LEVEL_2_WEIGHTS, mirrored_pairs, strict=True))
 
 
 class Served(nn.Module):

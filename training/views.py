@@ -26,11 +26,8 @@ import onnx
 from onnx import TensorProto, compose, helper, numpy_helper
 
 from training.data import add_source_arguments, cache_dir, load_cifar10
-from training.export import Served, measure, ort_probs, rebuilt, served_size, session, write_served
+from training.export import LEVEL_2_WEIGHTS, Served, measure, ort_probs, rebuilt, served_size, session, write_served
 from training.holdout import clean_positions, measure_lossless
-
-# Level 2's weights: the image's pair (itself and its mirror) half, each shifted pair a quarter.
-VIEW_WEIGHTS = (0.5, 0.25, 0.25)
 
 
 def with_shifts(inner: onnx.ModelProto) -> onnx.ModelProto:
@@ -45,8 +42,8 @@ def with_shifts(inner: onnx.ModelProto) -> onnx.ModelProto:
         numpy_helper.from_array(np.array([2, 2], dtype=np.int64), "start_b"),
         numpy_helper.from_array(np.array([size + 2, size + 2], dtype=np.int64), "end_b"),
         numpy_helper.from_array(np.array([1, 2], dtype=np.int64), "spatial"),
-        numpy_helper.from_array(np.array([len(VIEW_WEIGHTS), -1, 10], dtype=np.int64), "by_view"),
-        numpy_helper.from_array(np.array(VIEW_WEIGHTS, dtype=np.float32).reshape(-1, 1, 1), "weights"),
+        numpy_helper.from_array(np.array([len(LEVEL_2_WEIGHTS), -1, 10], dtype=np.int64), "by_view"),
+        numpy_helper.from_array(np.array(LEVEL_2_WEIGHTS, dtype=np.float32).reshape(-1, 1, 1), "weights"),
         numpy_helper.from_array(np.array(1e-30, dtype=np.float32), "floor"),  # log(0) would be -inf
         numpy_helper.from_array(np.array([0], dtype=np.int64), "view_axis"),
     ]
